@@ -1,0 +1,64 @@
+"""`onnx.backend.base.Backend` adapter, so ONNX's own backend test suite runs through us.
+
+`prepare` imports the model through the full frontend (checker, opset conversion, onnxsim,
+shape inference) into the IR and runs it with the reference interpreter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+from onnx.backend.base import Backend, BackendRep
+
+from .frontend.onnx import import_model
+from .interpreter import run_graph
+from .ir import Graph
+
+
+class LeptonBackendRep(BackendRep):
+    """A prepared model: the imported IR graph, run by the reference interpreter."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Run with inputs given positionally (graph input order) or by name."""
+        if isinstance(inputs, dict):
+            feeds = dict(inputs)
+        else:
+            if not isinstance(inputs, (list, tuple)):
+                inputs = [inputs]
+            feeds = {v.name: x for v, x in zip(self.graph.inputs, inputs, strict=False)}
+        out = run_graph(self.graph, feeds)
+        return tuple(out[v.name] for v in self.graph.outputs)
+
+
+class LeptonBackend(Backend):
+    """ONNX backend API over Lepton Compiler's import path and reference interpreter."""
+
+    @classmethod
+    def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
+        return True
+
+    @classmethod
+    def prepare(
+        cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any
+    ) -> LeptonBackendRep:
+        super().prepare(model, device, **kwargs)
+        return LeptonBackendRep(import_model(model, **kwargs))
+
+    @classmethod
+    def run_model(
+        cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any
+    ) -> tuple[Any, ...]:
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device == "CPU"
+
+
+prepare = LeptonBackend.prepare
+run_model = LeptonBackend.run_model
+supports_device = LeptonBackend.supports_device

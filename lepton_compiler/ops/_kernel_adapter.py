@@ -1,0 +1,24 @@
+"""Adapts the plain numpy kernels in `kernels/` to the registry's reference signature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..ir import Node, Value
+from .registry import ReferenceFn
+
+KernelFn = Callable[..., list[Any]]
+
+
+def adapt(kernel: KernelFn) -> ReferenceFn:
+    """Wrap ``kernel(inputs, attrs, opset)`` as ``reference(node, inputs, scope)``."""
+
+    def reference(node: Node, inputs: list[Any], scope: Mapping[Value, Any]) -> list[Any]:
+        opset = node.graph.opset(node.domain) if node.graph is not None else None
+        outs = kernel(inputs, node.attrs, opset or 18)
+        return list(outs[: len(node.outputs)])
+
+    reference.__name__ = f"reference_{kernel.__name__}"
+    reference.__doc__ = kernel.__doc__
+    return reference
