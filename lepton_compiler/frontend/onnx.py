@@ -17,9 +17,13 @@ skipped something):
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import onnx
@@ -288,7 +292,8 @@ def _simplify(proto: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
         notes.append("onnxsim is not installed; simplification skipped")
         return proto
     try:
-        simplified, ok = onnxsim.simplify(proto, check_n=0, skip_shape_inference=False)
+        with _quiet_fds():
+            simplified, ok = onnxsim.simplify(proto, check_n=0, skip_shape_inference=False)
     except Exception as e:
         notes.append(f"onnxsim failed ({_first_line(e)}); continuing with the unsimplified model")
         return proto
@@ -296,6 +301,29 @@ def _simplify(proto: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
         notes.append("onnxsim could not validate its result; continuing unsimplified")
         return proto
     return simplified
+
+
+@contextlib.contextmanager
+def _quiet_fds() -> Iterator[None]:
+    """Silence a library that prints to stdout/stderr from Python and C++ alike."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+                io.StringIO()
+            ):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _infer_shapes(proto: onnx.ModelProto, notes: list[str], large: bool) -> onnx.ModelProto:

@@ -40,7 +40,7 @@ class Value:
         doc: free-form documentation carried over from the model.
     """
 
-    __slots__ = ("__weakref__", "_producer", "_uses", "const", "doc", "graph", "index", "name",
+    __slots__ = ("__weakref__", "_name", "_producer", "_uses", "const", "doc", "graph", "index",
                  "quant", "type")  # fmt: skip
 
     def __init__(
@@ -50,7 +50,7 @@ class Value:
         const: np.ndarray | None = None,
         quant: QuantParams | None = None,
     ) -> None:
-        self.name = name
+        self._name = name
         if const is not None and type is None and isinstance(const, np.ndarray):
             type = tensor_type_of(const)
         self.type = type
@@ -62,6 +62,18 @@ class Value:
         #: graph owning this value when it is a graph input or a constant of that graph.
         self.graph: Graph | None = None
         self._uses: dict[tuple[Node, int], None] = {}
+
+    @property
+    def name(self) -> str:
+        """Unique name within the model; renaming keeps `Graph.unique_name` collision-free."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self._name = name
+        g = self._owning_graph()
+        if g is not None:
+            g._note_names(name)
 
     @property
     def producer(self) -> Node | None:
@@ -145,7 +157,7 @@ class Node:
             op_type = op
         self.domain = domain
         self.op_type = op_type
-        self.name = name
+        self._name = name
         self.id = next(_node_ids)
         self.graph: Graph | None = None
         self.meta: dict[str, Any] = {}
@@ -167,6 +179,17 @@ class Node:
             sub.parent = self
 
     # -- identity & display ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """Node name, unique within the model; renaming keeps `Graph.unique_name` right."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self._name = name
+        if self.graph is not None:
+            self.graph._note_names(name)
+
     @property
     def op(self) -> str:
         """Qualified op name: ``"Conv"`` in the ONNX domain, ``"lepton.Fused"`` elsewhere."""
@@ -249,6 +272,8 @@ class Node:
         self._attrs = MappingProxyType(merged)
         for sub in self.subgraphs():
             sub.parent = self
+            if self.graph is not None and "_names" in self.graph.root.meta:
+                self.graph._note_names(*sub._collect_names())
 
     def subgraphs(self) -> list[Graph]:
         """Graphs held in attributes (If branches, Loop/Scan bodies, fused-group bodies)."""
@@ -376,8 +401,11 @@ class Graph:
         self._note_names(node.name, *(o.name for o in node.outputs))
         for sub in node.subgraphs():
             sub.parent = node
+            if "_names" in self.root.meta:
+                self._note_names(*sub._collect_names())
 
     def _note_names(self, *names: str) -> None:
+        """Add names to the model-wide table of `unique_name` (once that table exists)."""
         taken = self.root.meta.get("_names")
         if taken is not None:
             taken.update(names)
@@ -427,11 +455,23 @@ class Graph:
                 raise VerificationError(f"{n!r} is not in graph {self.name!r}")
         if safe:
             outs = {id(o) for o in self.outputs}
+            returned: dict[int, Graph] = {}
+            for sub in self.subgraphs_recursive():
+                if sub.parent is not None and sub.parent not in gone and not _inside(
+                    sub.parent, gone
+                ):
+                    returned.update((id(o), sub) for o in sub.outputs)
             for n in group:
                 for v in n.outputs:
                     if id(v) in outs:
                         raise VerificationError(
                             f"cannot remove {n!r}: %{v.name} is a graph output"
+                        )
+                    if id(v) in returned:
+                        sub = returned[id(v)]
+                        raise VerificationError(
+                            f"cannot remove {n!r}: %{v.name} is an output of subgraph "
+                            f"{sub.name!r} of {sub.parent!r}"
                         )
                     alive = [u for u, _ in v.uses if u not in gone and not _inside(u, gone)]
                     if alive:
@@ -516,9 +556,15 @@ class Graph:
             return
         for node, i in old.uses:
             node.set_input(i, new)
+        # Graph outputs are not uses: fix every output list holding `old`, including those of
+        # subgraphs that return a captured value directly.
         g: Graph | None = old._owning_graph()
-        for graph in {id(x): x for x in (g, self) if x is not None}.values():
-            graph.outputs = [new if o is old else o for o in graph.outputs]
+        graphs = {id(x): x for x in (g, self) if x is not None}
+        for x in list(graphs.values()):
+            graphs.update((id(sub), sub) for sub in x.subgraphs_recursive())
+        for graph in graphs.values():
+            if any(o is old for o in graph.outputs):
+                graph.outputs = [new if o is old else o for o in graph.outputs]
 
     def make_node(
         self,
@@ -606,8 +652,9 @@ class Graph:
     def to_networkx(self) -> nx.MultiDiGraph:
         """A networkx view: one vertex per node (key: the Node), one edge per value use.
 
-        Edge data: ``value`` (the Value) and ``index`` (the consumer input slot). Vertices for
-        graph inputs/outputs are not added; use `Value.producer` to relate them.
+        Edge data: ``value`` (the Value) and ``index`` (the consumer input slot, or None when a
+        subgraph of the consumer returns the value directly). Vertices for graph inputs/outputs
+        are not added; use `Value.producer` to relate them.
         """
         import networkx as nx
 
@@ -620,6 +667,13 @@ class Graph:
                     consumer = _ancestor_in(u, self)
                     if consumer is not None and consumer is not n:
                         g.add_edge(n, consumer, value=v, index=i)
+        for c in self:
+            for sub in c.subgraphs():
+                for inner in [sub, *sub.subgraphs_recursive()]:
+                    for v in inner.outputs:
+                        p = _producer_in(v, self)
+                        if p is not None and p is not c:
+                            g.add_edge(p, c, value=v, index=None)
         return g
 
     def __str__(self) -> str:

@@ -42,6 +42,8 @@ class DType(enum.Enum):
     FLOAT8E8M0 = "float8e8m0"
     UINT2 = "uint2"
     INT2 = "int2"
+    FLOAT6E2M3 = "float6e2m3"
+    FLOAT6E3M2 = "float6e3m2"
 
     def __repr__(self) -> str:
         return self.value
@@ -105,6 +107,7 @@ _ONNX_CODES: dict[DType, int] = {
     DType.COMPLEX128: 15, DType.BFLOAT16: 16, DType.FLOAT8E4M3FN: 17, DType.FLOAT8E4M3FNUZ: 18,
     DType.FLOAT8E5M2: 19, DType.FLOAT8E5M2FNUZ: 20, DType.UINT4: 21, DType.INT4: 22,
     DType.FLOAT4E2M1: 23, DType.FLOAT8E8M0: 24, DType.UINT2: 25, DType.INT2: 26,
+    DType.FLOAT6E2M3: 27, DType.FLOAT6E3M2: 28,
 }  # fmt: skip
 _FROM_CODE = {code: dt for dt, code in _ONNX_CODES.items()}
 
@@ -115,6 +118,7 @@ _BITS: dict[DType, int] = {
     DType.COMPLEX128: 128, DType.BFLOAT16: 16, DType.FLOAT8E4M3FN: 8, DType.FLOAT8E4M3FNUZ: 8,
     DType.FLOAT8E5M2: 8, DType.FLOAT8E5M2FNUZ: 8, DType.UINT4: 4, DType.INT4: 4,
     DType.FLOAT4E2M1: 4, DType.FLOAT8E8M0: 8, DType.UINT2: 2, DType.INT2: 2,
+    DType.FLOAT6E2M3: 6, DType.FLOAT6E3M2: 6,
 }  # fmt: skip
 
 _ML_DTYPES = {
@@ -122,7 +126,7 @@ _ML_DTYPES = {
     DType.FLOAT8E4M3FNUZ: "float8_e4m3fnuz", DType.FLOAT8E5M2: "float8_e5m2",
     DType.FLOAT8E5M2FNUZ: "float8_e5m2fnuz", DType.UINT4: "uint4", DType.INT4: "int4",
     DType.FLOAT4E2M1: "float4_e2m1fn", DType.FLOAT8E8M0: "float8_e8m0fnu", DType.UINT2: "uint2",
-    DType.INT2: "int2",
+    DType.INT2: "int2", DType.FLOAT6E2M3: "float6_e2m3fn", DType.FLOAT6E3M2: "float6_e3m2fn",
 }  # fmt: skip
 
 

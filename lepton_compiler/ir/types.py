@@ -97,7 +97,7 @@ class OptionalType:
 ValueType: TypeAlias = TensorType | SequenceType | OptionalType
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class QuantParams:
     """Affine quantization of a value: ``real = (q - zero_point) * scale``.
 

@@ -50,6 +50,7 @@ def _verify_graph(
         _claim(v.name, f"input of {graph.name}", names, problems)
         if v.producer is not None:
             problems.append(f"graph input %{v.name} has a producer {v.producer!r}")
+        _check_uses(v, problems)
         scope.add(v)
     for key, c in graph.initializers.items():
         if c.name != key:
@@ -58,6 +59,7 @@ def _verify_graph(
             problems.append(f"constant %{c.name} has no payload")
         if c not in scope:
             _claim(c.name, f"constant of {graph.name}", names, problems)
+            _check_uses(c, problems)
         scope.add(c)
     for node in graph.nodes:
         _verify_node(node, graph, scope, problems, names, node_names)
@@ -86,21 +88,31 @@ def _verify_node(
         if (node, i) not in v._uses:
             problems.append(f"{node!r} reads %{v.name} at input {i}, but the value lacks the use")
         if v not in scope:
-            where = "later in the graph" if v.producer is not None else "nowhere in scope"
+            if v.producer is not None and v.producer.graph is None:
+                where = f"by a removed node {v.producer!r}"
+            elif v.producer is not None:
+                where = "later in the graph"
+            else:
+                where = "nowhere in scope"
             problems.append(f"{node!r} reads %{v.name}, which is defined {where}")
     for i, out in enumerate(node.outputs):
         _claim(out.name, f"output of {node.name}", names, problems)
         if out.producer is not node or out.index != i:
             problems.append(f"output %{out.name} of {node!r} does not point back to it")
-        for user, j in out.uses:
-            if user.graph is None:
-                problems.append(f"%{out.name} lists a removed node {user!r} as a user")
-            elif j >= len(user.inputs) or user.inputs[j] is not out:
-                problems.append(f"%{out.name} lists {user!r} input {j} as a use, which is wrong")
+        _check_uses(out, problems)
     for sub in node.subgraphs():
         if sub.parent is not node:
             problems.append(f"subgraph {sub.name} of {node!r} does not point back to it")
         _verify_graph(sub, scope, problems, names, node_names)
+
+
+def _check_uses(v: Value, problems: list[str]) -> None:
+    """Every use a value lists must be a live node reading it at that slot."""
+    for user, j in v.uses:
+        if user.graph is None:
+            problems.append(f"%{v.name} lists a removed node {user!r} as a user")
+        elif j >= len(user.inputs) or user.inputs[j] is not v:
+            problems.append(f"%{v.name} lists {user!r} input {j} as a use, which is wrong")
 
 
 def types_conflict(stored: object, inferred: object) -> bool:

@@ -1,0 +1,1 @@
+"""Cleanup passes: dead code, no-ops, constant folding, common subexpressions."""

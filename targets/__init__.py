@@ -1,0 +1,1 @@
+"""Code generation targets and backends, installed as `lepton_compiler.targets`."""
