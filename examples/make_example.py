@@ -21,7 +21,8 @@ def build(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
 
     def w(name: str, *shape: int, scale: float = 0.2) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+        data = (rng.standard_normal(shape) * scale).astype(np.float32)
+        return numpy_helper.from_array(data, name)
 
     inits = [
         w("conv1_w", 8, 1, 3, 3), w("conv1_b", 8),

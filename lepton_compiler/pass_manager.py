@@ -96,7 +96,8 @@ def get_pass(name: str) -> type[Pass]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise PassError(f"unknown pass {name!r}; known passes: {', '.join(sorted(_REGISTRY))}")
+        known = ", ".join(sorted(_REGISTRY))
+        raise PassError(f"unknown pass {name!r}; known passes: {known}") from None
 
 
 def list_passes() -> list[type[Pass]]:
@@ -233,7 +234,9 @@ class PassManager:
         return PassResult(graph, modified)
 
 
-def _run_one(p: Pass, graph: Graph, ctx: PassContext, instruments: Sequence[Instrument]) -> PassResult:
+def _run_one(
+    p: Pass, graph: Graph, ctx: PassContext, instruments: Sequence[Instrument]
+) -> PassResult:
     for inst in instruments:
         inst.before(p, graph, ctx)
     try:

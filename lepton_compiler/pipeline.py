@@ -1,8 +1,8 @@
 """Pass pipelines per opt level, as literal lists: reading this file is reading the compiler.
 
-O0 runs nothing. O1 cleans up: dead code, no-ops, constant folding and common subexpressions,
-repeated until nothing changes. O2 adds fusion and O3 target-specific rewrites (their passes
-come with the fusion and backend work; until then O2 and O3 run the O1 list).
+O0 runs nothing. O1 cleans up: the `CLEANUP` list, repeated until nothing changes. O2 adds
+fusion and O3 target-specific rewrites; their passes come with the fusion and backend work,
+and until then O2 and O3 run the O1 list.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from .pass_manager import FixedPoint, Pass, PassContext, PassManager, PassResult
 
 #: The cleanup passes, in the order one round runs them.
 CLEANUP: list[str] = [
-    "dead_code_elimination",
-    "identity_elimination",
-    "constant_folding",
-    "common_subexpression_elimination",
-    "dead_code_elimination",
+    "dead_code_elimination",             # drop what nobody reads
+    "identity_elimination",              # Identity, Dropout, x*1, x+0, cancelling Transposes
+    "shape_folding",                     # Shape/Size/Gather(Shape) from static dims
+    "constant_folding",                  # compute all-constant nodes (size-capped)
+    "canonicalize",                      # one form for Sub/Div by constants, Clip, Gemm
+    "common_subexpression_elimination",  # merge duplicate nodes and equal constants
+    "dead_code_elimination",             # drop what the rewrites left behind
 ]
 
 PIPELINES: dict[int, list[str]] = {

@@ -45,8 +45,8 @@ def model_from_text(onnx_text: str) -> onnx.ModelProto:
     assumed, so a test may write just ``name (inputs) => (outputs) { ... }``.
 
     Args:
-        onnx_text: the model text, e.g.
-            ``'<ir_version: 8, opset_import: ["" : 18]> g (float[N] x) => (float[N] y) {y = Relu(x)}'``.
+        onnx_text: the model text, e.g. ``'g (float[N] x) => (float[N] y) { y = Relu(x) }'``
+            (with an optional ``<ir_version: 8, opset_import: ["" : 18]>`` header).
 
     Returns:
         The parsed model (not checked; `graph_from_text` runs the checker on import).
@@ -122,9 +122,7 @@ def run_onnxruntime(
         model_or_graph = model_or_graph.SerializeToString()
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model_or_graph, options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(model_or_graph, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     results = session.run(names, dict(feeds))
     return dict(zip(names, results, strict=True))
@@ -161,8 +159,9 @@ def assert_outputs_close(
         if a.dtype.kind != e.dtype.kind:
             raise AssertionError(f"output {name!r}: dtype {a.dtype}, expected {e.dtype}")
         if a.dtype.kind in "fc":
-            a64, e64 = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64), e.astype(
-                np.complex128 if e.dtype.kind == "c" else np.float64
+            a64, e64 = (
+                a.astype(np.complex128 if a.dtype.kind == "c" else np.float64),
+                e.astype(np.complex128 if e.dtype.kind == "c" else np.float64),
             )
             ok = np.isclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True)
             if not ok.all():
@@ -201,7 +200,9 @@ def random_inputs(graph: Graph, seed: int = 0, batch: int = 1) -> dict[str, np.n
     for v in graph.inputs:
         t = v.type
         if not isinstance(t, TensorType) or t.shape is None:
-            raise ValueError(f"input %{v.name} has type {t}; random_inputs needs a tensor of known rank")
+            raise ValueError(
+                f"input %{v.name} has type {t}; random_inputs needs a tensor of known rank"
+            )
         shape = tuple(d if isinstance(d, int) else batch if isinstance(d, str) else 1
                       for d in t.shape)  # fmt: skip
         feeds[v.name] = _random_array(rng, t.dtype, shape)

@@ -146,8 +146,16 @@ class _Exporter:
             inner = dict(rename)
             for bv, v in zip(body.inputs, node.inputs, strict=True):
                 inner[bv] = nm(v)
+            # A value the body defines takes the name of the node output it becomes; a body
+            # input, a captured outer value or a repeated output is copied by an Identity.
+            defined = set(body.initializers.values()) | {o for n in body for o in n.outputs}
+            copies: list[tuple[Value, Value]] = []
             for bv, v in zip(body.outputs, node.outputs, strict=True):
-                inner[bv] = nm(v)
+                if bv in defined:
+                    defined.discard(bv)
+                    inner[bv] = nm(v)
+                else:
+                    copies.append((bv, v))
             protos: list[onnx.NodeProto] = []
             for c in body.initializers.values():
                 protos.append(
@@ -157,10 +165,8 @@ class _Exporter:
                 )
             for n in body:
                 protos.extend(self.node_protos(n, inner))
-            # A body output that is a body input or constant needs an Identity to carry it.
-            for bv, v in zip(body.outputs, node.outputs, strict=True):
-                if bv.producer is None and bv.const is None:
-                    protos.append(helper.make_node("Identity", [inner[bv]], [nm(v)]))
+            for bv, v in copies:
+                protos.append(helper.make_node("Identity", [inner.get(bv, bv.name)], [nm(v)]))
             return protos
         omitted = node.meta.get("omitted_outputs", ())
         outs = ["" if i in omitted else nm(v) for i, v in enumerate(node.outputs)]

@@ -4,8 +4,9 @@ Steps, in order (each one reported in ``graph.meta["import_notes"]`` when it cha
 skipped something):
 
 1. load from a path, bytes or `ModelProto` (external data resolved from the model's folder);
-2. `onnx.checker`;
-3. unknown ops: every op the compiler does not know is listed in one `UnsupportedOpError`;
+2. unknown ops: every op the compiler does not know is listed in one `UnsupportedOpError`
+   (before the checker, which would stop at the first unknown ai.onnx op);
+3. `onnx.checker`;
 4. model-local functions inlined;
 5. old opsets converted up to `CANONICAL_OPSET` with `onnx.version_converter`;
 6. initializers also listed as graph inputs (old IR) become constants, unless overridden;
@@ -31,9 +32,9 @@ import onnx.inliner
 from onnx import version_converter
 
 from ..errors import ModelLoadError, UnsupportedOpError
+from ..export.onnx import _min_ir_version
 from ..ir import Graph
 from ..ops.registry import lookup
-from ..export.onnx import _min_ir_version
 from .convert import _Importer
 
 #: The ai.onnx opset every older model is converted up to.
@@ -150,6 +151,12 @@ def import_model(
     notes: list[str] = []
     large = proto.ByteSize() > _LARGE_MODEL_BYTES if base_dir is None else _is_large(proto)
 
+    # Unknown ops first: the checker would stop at the first unknown ai.onnx op, while the
+    # user needs the whole list at once.
+    unknown = find_unknown_ops(proto)
+    if unknown:
+        raise UnsupportedOpError(unknown)
+
     if check:
         try:
             if large and isinstance(model, (str, os.PathLike)):
@@ -160,10 +167,6 @@ def import_model(
             raise ModelLoadError(f"the model fails the ONNX checker: {_first_line(e)}") from e
         except Exception as e:
             raise ModelLoadError(f"the model cannot be checked: {_first_line(e)}") from e
-
-    unknown = find_unknown_ops(proto)
-    if unknown:
-        raise UnsupportedOpError(unknown)
 
     original_opsets = {o.domain or "": o.version for o in proto.opset_import}
     if proto.functions:

@@ -427,7 +427,10 @@ class Graph:
     def _insert(self, anchor: Node, nodes: Node | Sequence[Node], after: bool) -> None:
         if anchor.graph is not self:
             raise VerificationError(f"{anchor!r} is not in graph {self.name!r}")
-        new = [nodes] if isinstance(nodes, Node) else list(nodes)
+        new = list(dict.fromkeys([nodes] if isinstance(nodes, Node) else nodes))
+        for n in new:  # check all first, so a refusal changes nothing
+            if n.graph is not None:
+                raise VerificationError(f"{n!r} already belongs to graph {n.graph.name!r}")
         for n in new:
             self._adopt(n)
         order: dict[Node, None] = {}
@@ -448,7 +451,7 @@ class Graph:
                 output of a removed node is still used by a node that stays, or is a graph
                 output.
         """
-        group = [nodes] if isinstance(nodes, Node) else list(nodes)
+        group = list(dict.fromkeys([nodes] if isinstance(nodes, Node) else nodes))
         gone = set(group)
         for n in group:
             if n.graph is not self:

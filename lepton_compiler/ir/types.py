@@ -153,7 +153,9 @@ def merge_types(stored: ValueType | None, inferred: ValueType | None) -> ValueTy
         if stored.dtype != inferred.dtype:
             return None
         if stored.shape is None:
-            return inferred if inferred.layout == stored.layout else stored.with_shape(inferred.shape)
+            if inferred.layout == stored.layout:
+                return inferred
+            return stored.with_shape(inferred.shape)
         if inferred.shape is None:
             return stored
         if len(stored.shape) != len(inferred.shape):

@@ -8,9 +8,9 @@ value and node names are unique across the model; each output knows its producer
 
 from __future__ import annotations
 
+from ..errors import VerificationError
 from .core import Graph, Node, Value
 from .types import merge_types
-from ..errors import VerificationError
 
 
 def verify(graph: Graph, check_types: bool = True) -> None:

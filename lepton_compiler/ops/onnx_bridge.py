@@ -113,14 +113,14 @@ def infer_node(node: Node) -> list[ValueType | None]:
 class _Compiled:
     """A one-node ONNX model and its `ReferenceEvaluator`, cached per IR node."""
 
-    __slots__ = ("attrs", "evaluator", "feeds", "outputs")
+    __slots__ = ("evaluator", "feeds", "key", "outputs")
 
     def __init__(self, node: Node) -> None:
         from onnx.reference import ReferenceEvaluator
 
         from ..export.onnx import node_to_proto, value_info
 
-        self.attrs = node.attrs
+        self.key = _signature(node)
         proto = node_to_proto(node)
         _drop_default_attributes(proto, node)
         captured = node.outer_values()
@@ -162,20 +162,31 @@ def _drop_default_attributes(proto: onnx.NodeProto, node: Node) -> None:
 
 
 _MISSING = object()
+
+
+def _signature(node: Node) -> tuple[Any, ...]:
+    """What a cached one-node model depends on: attributes, input/output values and names."""
+    values = [*node.inputs, *node.outputs]
+    return (
+        id(node.attrs),
+        tuple(id(v) for v in values),
+        tuple(None if v is None else v.name for v in values),
+    )
 _compiled: weakref.WeakKeyDictionary[Node, _Compiled] = weakref.WeakKeyDictionary()
 
 
 def run_node(node: Node, inputs: list[Any], scope: Mapping[Value, Any]) -> list[Any]:
     """Run one node with `onnx.reference` (the generic reference kernel of standard ops)."""
     entry = _compiled.get(node)
-    if entry is None or entry.attrs is not node.attrs:
+    if entry is None or entry.key != _signature(node):
         try:
             entry = _Compiled(node)
         except Exception as e:
             raise ShapeInferenceError(
                 f"onnx.reference cannot build a kernel for {node.op} node {node.name!r}: {e}"
             ) from e
-        _compiled[node] = entry
+        if not node.subgraphs():  # bodies may be edited in place: never cache those
+            _compiled[node] = entry
     by_value: dict[Value, Any] = {}
     for v, x in zip(node.inputs, inputs, strict=True):
         if v is not None:

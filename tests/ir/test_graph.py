@@ -123,7 +123,7 @@ def test_replace_all_uses_moves_every_use_and_graph_outputs() -> None:
 
 
 def test_replace_all_uses_reaches_captures_inside_subgraphs() -> None:
-    g, a, cond, if_node = if_graph()
+    g, a, _cond, if_node = if_graph()
     then_g, else_g = if_node.attrs["then_branch"], if_node.attrs["else_branch"]
     inner = then_g.nodes[0]
     assert (inner, 0) in a.uses  # the capture is recorded on the outer value
@@ -139,7 +139,7 @@ def test_replace_all_uses_reaches_captures_inside_subgraphs() -> None:
 
 
 def test_replace_all_uses_with_itself_is_a_no_op() -> None:
-    g, _, relu, neg, add = chain()
+    g, _, relu, _neg, _add = chain()
     before = relu.output.uses
     g.replace_all_uses(relu.output, relu.output)
     assert relu.output.uses == before
@@ -147,7 +147,7 @@ def test_replace_all_uses_with_itself_is_a_no_op() -> None:
 
 # -- remove ----------------------------------------------------------------------------------
 def test_remove_unused_node_drops_its_uses() -> None:
-    g, x, relu, _, _ = chain()
+    g, x, _relu, _, _ = chain()
     dead = g.make_node("Abs", [x])
     g.remove(dead)
     assert dead.graph is None and dead not in g.nodes
@@ -156,7 +156,7 @@ def test_remove_unused_node_drops_its_uses() -> None:
 
 
 def test_remove_safe_refuses_a_used_node_and_names_the_value() -> None:
-    g, _, relu, neg, _ = chain()
+    g, _, relu, _neg, _ = chain()
     with pytest.raises(VerificationError, match=f"%{relu.output.name} is still used"):
         g.remove(relu)
     assert relu.graph is g and op_list(g) == ["Relu", "Neg", "Add"]
@@ -171,7 +171,7 @@ def test_remove_safe_refuses_a_graph_output() -> None:
 
 
 def test_remove_safe_is_atomic_for_a_group() -> None:
-    g, x, relu, neg, add = chain()
+    g, x, relu, neg, _add = chain()
     dead = g.make_node("Abs", [x])
     uses_before = {id(v): v.uses for v in [x, relu.output, neg.output]}
     # `dead` could go, but `neg` is still used by `add` (which stays): nothing may change.
@@ -197,6 +197,26 @@ def test_remove_unsafe_leaves_dangling_reads_that_verify_reports() -> None:
     assert relu.graph is None
     with pytest.raises(VerificationError, match=relu.output.name):
         verify(g, check_types=False)
+
+
+def test_remove_with_a_node_listed_twice() -> None:
+    g, x, relu, neg, add = chain()
+    dead = g.make_node("Abs", [x], name="dead")
+    g.remove([dead, dead])
+    assert dead.graph is None and op_list(g) == ["Relu", "Neg", "Add"]
+    assert_use_links(g)
+
+
+def test_insert_is_atomic_when_a_node_is_taken() -> None:
+    g, x, relu, _neg, _add = chain()
+    other, *_ = chain()
+    fresh = Node("Abs", [x], name="fresh")
+    taken = other.nodes[0]
+    with pytest.raises(VerificationError, match="already belongs"):
+        g.insert_after(relu, [fresh, taken])
+    assert fresh.graph is None and fresh not in g.nodes and taken.graph is other
+    g.insert_after(relu, fresh)  # still usable
+    assert g.nodes[1] is fresh
 
 
 def test_remove_a_node_of_another_graph_is_refused() -> None:
@@ -249,7 +269,7 @@ def test_insert_relative_to_a_foreign_node_is_refused() -> None:
 
 
 def test_a_node_belongs_to_one_graph() -> None:
-    g, x, relu, *_ = chain()
+    _g, _x, relu, *_ = chain()
     other = Graph()
     with pytest.raises(VerificationError, match="already belongs"):
         other.append(relu)
@@ -324,7 +344,7 @@ def test_sort_respects_captures_of_subgraphs() -> None:
 
 
 def test_sort_detects_a_cycle_and_leaves_the_graph_alone() -> None:
-    g, x, relu, neg, add = chain()
+    g, _x, relu, neg, _add = chain()
     relu.set_input(0, neg.output)  # relu -> neg -> relu
     before = g.nodes
     with pytest.raises(VerificationError, match="cycle"):
@@ -334,11 +354,13 @@ def test_sort_detects_a_cycle_and_leaves_the_graph_alone() -> None:
 
 # -- networkx --------------------------------------------------------------------------------
 def test_to_networkx_edges() -> None:
-    g, x, relu, neg, add = chain()
+    g, _x, relu, neg, add = chain()
     nxg = g.to_networkx()
     assert set(nxg.nodes) == {relu, neg, add}
     assert nxg.nodes[relu]["op"] == "Relu" and nxg.nodes[add]["name"] == "add"
-    edges = sorted((u.name, v.name, d["value"].name, d["index"]) for u, v, d in nxg.edges(data=True))
+    edges = sorted(
+        (u.name, v.name, d["value"].name, d["index"]) for u, v, d in nxg.edges(data=True)
+    )
     r, n = relu.output.name, neg.output.name
     assert edges == [("neg", "add", n, 1), ("relu", "add", r, 0), ("relu", "neg", r, 0)]
 
@@ -346,13 +368,13 @@ def test_to_networkx_edges() -> None:
 def test_to_networkx_keeps_parallel_edges_and_captures() -> None:
     import networkx as nx
 
-    g, a, cond, if_node = if_graph()
+    g, a, _cond, if_node = if_graph()
     sq = g.make_node("Mul", [a, a], name="sq")
     nxg = g.to_networkx()
     producer = a.producer
     assert nxg.number_of_edges(producer, sq) == 2
     assert nxg.has_edge(producer, if_node), "a capture is an edge to the node owning the subgraph"
-    assert list(nx.topological_sort(nxg))[0] is producer
+    assert next(iter(nx.topological_sort(nxg))) is producer
 
 
 # -- names -----------------------------------------------------------------------------------
@@ -369,7 +391,7 @@ def test_unique_name_never_collides_with_existing_names() -> None:
 
 
 def test_unique_name_sees_names_inside_subgraphs() -> None:
-    g, a, _, if_node = if_graph()
+    g, _a, _, if_node = if_graph()
     then_g = if_node.attrs["then_branch"]
     deep = then_g.nodes[0]
     deep.output.name = "then_neg_x"
@@ -419,7 +441,7 @@ def test_add_constant_registers_a_typed_uniquely_named_value() -> None:
 
 
 def test_remove_unused_constants_keeps_used_and_output_constants() -> None:
-    g, x, relu, *_ = chain()
+    g, x, _relu, *_ = chain()
     used = g.add_constant([1.0], name="used")
     g.make_node("Add", [x, used])
     out = g.add_constant([2.0], name="out")

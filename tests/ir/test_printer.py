@@ -87,9 +87,7 @@ def test_sequence_and_optional_types() -> None:
                 name="seq_len")  # fmt: skip
     assert format_node(node) == "  %len: int64[] = SequenceLength(%seq)  # seq_len"
     g = Graph(inputs=[seq, opt], name="g")
-    assert format_graph(g).splitlines()[0] == (
-        "graph g(%seq: seq<float32[n]>, %opt: opt<?>) -> ()"
-    )
+    assert format_graph(g).splitlines()[0] == ("graph g(%seq: seq<float32[n]>, %opt: opt<?>) -> ()")
 
 
 def test_large_constant_attribute_prints_shape_only() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from lepton_compiler.pass_manager import PassContext
 from lepton_compiler.passes.cleanup.dead_code import DeadCodeEliminationPass
 from tests.passes.conftest import check_equivalent, feeds_for, ops, parse

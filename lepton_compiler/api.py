@@ -1,0 +1,257 @@
+"""`compile`: the one call from an ONNX model to a runnable `CompiledModel`.
+
+The steps are the data flow of the design, each timed in the compile report:
+
+1. import: ONNX → IR (`frontend.onnx.import_model`: checker, opset conversion, onnxsim,
+   shape inference);
+2. optimize: the pass pipeline for the opt level (`pipeline.run_pipeline`);
+3. verify: the IR's invariants (`ir.verify`);
+4. compile: the backend builds an executor. Today only the ``reference`` backend exists (the
+   reference interpreter); ``tvm`` and ``numba`` are refused with a clear error rather than
+   silently replaced.
+
+Arguments are validated before anything is imported, so a typo in a backend or target name
+fails at once.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import LeptonError
+
+if TYPE_CHECKING:
+    from .ir import Graph
+    from .runtime.compiled_model import CompiledModel
+
+#: Backends that can build models today.
+AVAILABLE_BACKENDS = ("reference",)
+#: Backends that are planned but not built yet.
+PLANNED_BACKENDS = ("tvm", "numba")
+
+#: Architecture names accepted in target strings, and the architecture each one means.
+_ARCHES = {
+    "host": "host",
+    "x86": "x86_64", "x86_64": "x86_64", "x64": "x86_64", "amd64": "x86_64",
+    "arm": "aarch64", "arm64": "aarch64", "aarch64": "aarch64",
+    "cuda": "cuda",
+}  # fmt: skip
+_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A parsed target string such as ``"x86:avx512,vnni"``.
+
+    Attributes:
+        text: the string as given (normalized to lower case, without spaces).
+        arch: ``x86_64``, ``aarch64``, ``cuda``, or ``host``'s architecture.
+        features: the features listed after the colon.
+    """
+
+    text: str
+    arch: str
+    features: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The form `PassContext.target` holds."""
+        return {"spec": self.text, "arch": self.arch, "features": list(self.features)}
+
+
+def parse_target(target: str) -> TargetSpec:
+    """Parse ``ARCH[:FEATURE,FEATURE...]``.
+
+    Architectures: ``host``, ``x86`` (``x86_64``), ``arm`` (``aarch64``, ``arm64``), ``cuda``.
+    Features are checked for syntax only (``avx512``, ``neon``, ``sm_80``, ...).
+
+    Raises:
+        LeptonError: the string is empty, names an unknown architecture, or has an empty or
+            malformed feature.
+    """
+    if not isinstance(target, str) or not target.strip():
+        raise LeptonError(f"target must be a non-empty string such as 'host', got {target!r}")
+    text = target.strip().lower().replace(" ", "")
+    arch_name, _, rest = text.partition(":")
+    if arch_name not in _ARCHES:
+        known = ", ".join(sorted(_ARCHES))
+        raise LeptonError(
+            f"unknown target architecture {arch_name!r} in target {target!r}; known: {known} "
+            "(examples: 'host', 'x86:avx512,vnni', 'arm:neon,dotprod', 'cuda:sm_80')"
+        )
+    features: tuple[str, ...] = ()
+    if ":" in text:
+        features = tuple(rest.split(","))
+        bad = [f for f in features if not _FEATURE.match(f)]
+        if bad:
+            raise LeptonError(
+                f"malformed feature(s) {bad} in target {target!r}; features are comma-separated "
+                "names such as 'avx512', 'neon' or 'sm_80'"
+            )
+    arch = _ARCHES[arch_name]
+    if arch == "host":
+        arch = _host_arch()
+    return TargetSpec(text, arch, features)
+
+
+def _host_arch() -> str:
+    machine = platform.machine().lower()
+    return _ARCHES.get(machine, machine or "unknown")
+
+
+def check_backend(backend: str) -> str:
+    """Return `backend` if it can build models now.
+
+    Raises:
+        LeptonError: the backend is planned but not available yet, or unknown.
+    """
+    if backend in AVAILABLE_BACKENDS:
+        return backend
+    if backend in PLANNED_BACKENDS:
+        raise LeptonError(
+            f"backend {backend!r} is not available yet in Lepton Compiler {_version()}; "
+            f"use backend='reference' (available: {', '.join(AVAILABLE_BACKENDS)})"
+        )
+    raise LeptonError(
+        f"unknown backend {backend!r}; available: {', '.join(AVAILABLE_BACKENDS)} "
+        f"(planned: {', '.join(PLANNED_BACKENDS)})"
+    )
+
+
+def check_opt_level(opt_level: int) -> int:
+    """Return `opt_level` if it is 0..3.
+
+    Raises:
+        LeptonError: it is not an integer from 0 to 3.
+    """
+    if isinstance(opt_level, bool) or not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
+        raise LeptonError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
+    return opt_level
+
+
+def compile(
+    model: str | os.PathLike[str] | bytes | Any,
+    target: str = "host",
+    backend: str = "reference",
+    opt_level: int = 2,
+    *,
+    simplify: bool = True,
+    input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
+    progress: bool | None = None,
+) -> CompiledModel:
+    """Compile an ONNX model into a runnable `CompiledModel`.
+
+    Args:
+        model: a path to an ``.onnx`` file, the serialized bytes, an ``onnx.ModelProto``, or
+            an IR `Graph` (used as is, and edited by the passes).
+        target: where the model will run: ``"host"``, ``"x86"``, ``"x86:avx512,vnni"``,
+            ``"arm:neon,dotprod"``, ``"cuda:sm_80"``.
+        backend: ``"reference"`` (the reference interpreter). ``"tvm"`` and ``"numba"`` are
+            planned and raise `LeptonError` until they exist.
+        opt_level: 0 (no passes) to 3.
+        simplify: run onnxsim during import.
+        input_shapes: new shapes for some inputs, e.g. ``{"image": ["batch", 3, 224, 224]}``.
+        progress: print one line per step to stderr (the CLI turns this on).
+
+    Returns:
+        The compiled model; ``model.report`` says what each step did and how long it took.
+
+    Raises:
+        LeptonError: a bad argument (backend, target, opt level), or any error of a step:
+            `ModelLoadError`, `UnsupportedOpError`, `ShapeInferenceError`, `PassError`,
+            `VerificationError`, `LoweringError`.
+    """
+    backend = check_backend(backend)
+    spec = parse_target(target)
+    opt_level = check_opt_level(opt_level)
+    say = _progress_printer(bool(progress))
+    timings: dict[str, float] = {}
+
+    from .frontend.onnx import import_any
+    from .ir import verify
+    from .pass_manager import PassContext, PassTiming
+    from .pipeline import run_pipeline
+    from .runtime.compiled_model import CompiledModel
+    from .runtime.report import CompileReport
+
+    say(f"importing {_describe(model)}")
+    start = time.perf_counter()
+    graph = import_any(model, simplify=simplify, input_shapes=input_shapes)
+    timings["import"] = time.perf_counter() - start
+    before = graph.op_counts()
+
+    say(f"optimizing (O{opt_level})")
+    start = time.perf_counter()
+    pass_timing = PassTiming()
+    ctx = PassContext(opt_level=opt_level, target=spec.as_dict(), instruments=[pass_timing])
+    run_pipeline(graph, ctx)
+    timings["optimize"] = time.perf_counter() - start
+
+    say("verifying")
+    start = time.perf_counter()
+    verify(graph)
+    timings["verify"] = time.perf_counter() - start
+
+    say(f"compiling for backend {backend}, target {spec.text}")
+    start = time.perf_counter()
+    report = CompileReport(
+        model_name=_model_name(model, graph),
+        backend=backend,
+        target=spec.text,
+        opt_level=opt_level,
+        passes=[(name, secs * 1e3, modified) for name, secs, modified in pass_timing.records],
+        op_counts_before=before,
+        op_counts_after=graph.op_counts(),
+        num_nodes=len(graph),
+        num_constants=len(graph.initializers),
+        weights_bytes=_weights_bytes(graph),
+        notes=list(graph.meta.get("import_notes", [])),
+    )
+    compiled = CompiledModel(graph, report, backend=backend, target=spec.text, opt_level=opt_level)
+    timings["compile"] = time.perf_counter() - start
+    report.timings = timings
+    say(f"done in {report.total_seconds:.2f} s")
+    return compiled
+
+
+def _progress_printer(enabled: bool) -> Any:
+    def say(message: str) -> None:
+        if enabled:
+            print(f"lepton: {message}...", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _describe(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    if isinstance(model, (bytes, bytearray)):
+        return f"a model from {len(model)} bytes"
+    return f"a {type(model).__name__}"
+
+
+def _model_name(model: Any, graph: Graph) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return Path(os.fspath(model)).stem
+    return str(graph.meta.get("model_name") or graph.name or "model")
+
+
+def _weights_bytes(graph: Graph) -> int:
+    total = 0
+    for g in [graph, *graph.subgraphs_recursive()]:
+        for c in g.initializers.values():
+            total += int(getattr(c.const, "nbytes", 0) or 0)
+    return total
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
