@@ -21,12 +21,20 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LeptonError
+from .pass_manager import (
+    FixedPoint,
+    Instrument,
+    Pass,
+    PassContext,
+    PassResult,
+    Sequential,
+)
 
 if TYPE_CHECKING:
     from .ir import Graph
@@ -117,7 +125,7 @@ def check_backend(backend: str) -> str:
     if backend in PLANNED_BACKENDS:
         raise LeptonError(
             f"backend {backend!r} is not available yet in Lepton Compiler {_version()}; "
-            f"use backend='reference' (available: {', '.join(AVAILABLE_BACKENDS)})"
+            f"use the 'reference' backend for now (available: {', '.join(AVAILABLE_BACKENDS)})"
         )
     raise LeptonError(
         f"unknown backend {backend!r}; available: {', '.join(AVAILABLE_BACKENDS)} "
@@ -175,11 +183,13 @@ def compile(
     timings: dict[str, float] = {}
 
     from .frontend.onnx import import_any
-    from .ir import verify
-    from .pass_manager import PassContext, PassTiming
+    from .ir import Graph, verify
     from .pipeline import run_pipeline
     from .runtime.compiled_model import CompiledModel
     from .runtime.report import CompileReport
+
+    if input_shapes and isinstance(model, Graph):
+        raise LeptonError("input_shapes applies to ONNX models, not to an IR Graph")
 
     say(f"importing {_describe(model)}")
     start = time.perf_counter()
@@ -189,8 +199,8 @@ def compile(
 
     say(f"optimizing (O{opt_level})")
     start = time.perf_counter()
-    pass_timing = PassTiming()
-    ctx = PassContext(opt_level=opt_level, target=spec.as_dict(), instruments=[pass_timing])
+    recorder = _PassRecorder()
+    ctx = PassContext(opt_level=opt_level, target=spec.as_dict(), instruments=[recorder])
     run_pipeline(graph, ctx)
     timings["optimize"] = time.perf_counter() - start
 
@@ -206,7 +216,7 @@ def compile(
         backend=backend,
         target=spec.text,
         opt_level=opt_level,
-        passes=[(name, secs * 1e3, modified) for name, secs, modified in pass_timing.records],
+        passes=recorder.records,
         op_counts_before=before,
         op_counts_after=graph.op_counts(),
         num_nodes=len(graph),
@@ -221,7 +231,27 @@ def compile(
     return compiled
 
 
-def _progress_printer(enabled: bool) -> Any:
+class _PassRecorder(Instrument):
+    """Records ``(pass, ms, modified)`` for every leaf pass run.
+
+    Composite passes (sequences, fixed points) are left out, as their inner passes are
+    recorded; start times are kept on a stack so that nested runs are timed correctly.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, float, bool]] = []
+        self._starts: list[float] = []
+
+    def before(self, p: Pass, graph: Graph, ctx: PassContext) -> None:
+        self._starts.append(time.perf_counter())
+
+    def after(self, p: Pass, graph: Graph, ctx: PassContext, result: PassResult) -> None:
+        start = self._starts.pop()
+        if not isinstance(p, (Sequential, FixedPoint)):
+            self.records.append((p.name, (time.perf_counter() - start) * 1e3, result.modified))
+
+
+def _progress_printer(enabled: bool) -> Callable[[str], None]:
     def say(message: str) -> None:
         if enabled:
             print(f"lepton: {message}...", file=sys.stderr, flush=True)

@@ -158,7 +158,7 @@ def _add_compile_options(p: argparse.ArgumentParser, note: str = "") -> None:
 def _compile_parser() -> argparse.ArgumentParser:
     p = _base_parser(
         "lepton-compile",
-        "Compile an ONNX model into a Lepton artifact directory (manifest + compiled model), "
+        "Compile an ONNX model into a Lepton artifact directory (manifest + compiled model),\n"
         "which `lepton-compile run` and lepton_compiler.load() use without recompiling.",
         _EPILOG,
     )
@@ -182,7 +182,7 @@ def _compile_parser() -> argparse.ArgumentParser:
 def _run_parser() -> argparse.ArgumentParser:
     p = _base_parser(
         "lepton-compile run",
-        "Run an artifact directory, or an ONNX model compiled on the fly, on .npy inputs and "
+        "Run an artifact directory, or an ONNX model compiled on the fly, on .npy inputs and\n"
         "print each output's shape, dtype and a short summary.",
         "examples:\n"
         "  lepton-compile run model.lepton --input image=image.npy\n"
@@ -212,7 +212,7 @@ def _run_parser() -> argparse.ArgumentParser:
 def _info_parser() -> argparse.ArgumentParser:
     p = _base_parser(
         "lepton-compile info",
-        "Show an artifact's (or an ONNX model's) input/output signatures, op counts and "
+        "Show an artifact's (or an ONNX model's) input/output signatures, op counts and\n"
         "compile report.",
         "examples:\n  lepton-compile info model.lepton\n  lepton-compile info model.onnx -O0\n",
     )

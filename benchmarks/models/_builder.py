@@ -16,7 +16,7 @@ layer, with random initializers scaled so that activations stay O(1) through dee
   residual sums grow slowly with depth;
 - transformer weights use BERT's own ``N(0, 0.02)``.
 
-Names are unique and readable (``layer1.0.conv2.weight``, ``/layer1/0/conv2/Conv``...), in the
+Names are unique and readable (``layer1.0.conv2.weight``, ``/layer1.0.conv2/Conv``...), in the
 spirit of PyTorch's exporter, so that the graphs are easy to read in Netron or our printer.
 """
 
@@ -161,7 +161,9 @@ class GraphBuilder:
         base = self.unique(f"/{prefix}/{op}_output_0")
         outputs = [base] + [self.unique(f"{base}_{i}") for i in range(1, n_outputs)]
         self.nodes.append(
-            helper.make_node(op, list(inputs), outputs, name=self.unique(f"/{prefix}/{op}"), **attrs)
+            helper.make_node(
+                op, list(inputs), outputs, name=self.unique(f"/{prefix}/{op}"), **attrs
+            )
         )
         kernel = _TRACE.get(op)
         if kernel is not None and all(i in self.values for i in inputs):
@@ -221,9 +223,7 @@ class GraphBuilder:
             for a, n in ((scale, "weight"), (bias, "bias"), (mean, "running_mean"),
                          (var, "running_var"))
         ]  # fmt: skip
-        return self.node(
-            "BatchNormalization", [x, *names], prefix, epsilon=1e-5, momentum=0.9
-        )
+        return self.node("BatchNormalization", [x, *names], prefix, epsilon=1e-5, momentum=0.9)
 
     def maxpool(self, x: str, k: int, stride: int, pad: int = 0, prefix: str = "pool") -> str:
         """MaxPool with a square kernel."""
@@ -286,7 +286,11 @@ class GraphBuilder:
     def gemm(self, x: str, k: int, n: int, prefix: str = "fc") -> str:
         """``nn.Linear`` on a 2-d input as exported: Gemm with a ``[n, k]`` weight, transB=1."""
         w = self.normal(math.sqrt(1.0 / k), (n, k))
-        inputs = [x, self.const(w, f"{prefix}.weight"), self.const(self._small(n), f"{prefix}.bias")]
+        inputs = [
+            x,
+            self.const(w, f"{prefix}.weight"),
+            self.const(self._small(n), f"{prefix}.bias"),
+        ]
         return self.node("Gemm", inputs, prefix, alpha=1.0, beta=1.0, transB=1)
 
     def layernorm(self, x: str, n: int, eps: float = 1e-12, prefix: str = "LayerNorm") -> str:
@@ -298,7 +302,7 @@ class GraphBuilder:
 
     # -- the model ----------------------------------------------------------------------------
     def model(self, doc: str = "") -> onnx.ModelProto:
-        """The finished model: opset `OPSET`, IR version `IR_VERSION`, producer ``lepton-benchmarks``.
+        """The finished model: opset `OPSET`, IR version `IR_VERSION`.
 
         Args:
             doc: the model's doc string.

@@ -199,7 +199,9 @@ def verify_checksums(root: Path, manifest: Mapping[str, Any]) -> None:
 def _check_replaceable(target: Path) -> None:
     if not os.path.lexists(target):
         return
-    if not target.is_dir() or target.is_symlink():
+    if target.is_symlink():
+        raise ArtifactError(f"cannot write artifact {target}: it is a symbolic link")
+    if not target.is_dir():
         raise ArtifactError(f"cannot write artifact {target}: it exists and is not a directory")
     try:
         empty = not any(target.iterdir())

@@ -138,7 +138,7 @@ def _pass_table(passes: list[tuple[str, float, bool]]) -> str:
         entry[0] += 1
         entry[1] += ms
         entry[2] += int(modified)
-    rows = [[n, str(r), f"{ms:.1f}", str(m)] for n, (r, ms, m) in totals.items()]
+    rows = [[n, str(r), f"{ms:.2f}", str(m)] for n, (r, ms, m) in totals.items()]
     return _table(["pass", "runs", "ms", "changed"], rows)
 
 

@@ -6,8 +6,9 @@ Rules (each a pattern rule; see `lepton_compiler.rewriter`):
 - ``Div(x, c)`` → ``Mul(x, 1/c)`` for float constants that are powers of two (exact; other
   divisors keep their Div so results stay bit-identical);
 - ``Clip(x, 0, +inf)`` / ``Clip(x, 0)`` → ``Relu(x)``;
-- ``Gemm(A, B, C)`` with alpha = beta = 1, transA = 0 and a constant B → ``MatMul`` (+ ``Add``),
-  B pre-transposed when transB = 1, so fusion sees one MatMul+bias form.
+- ``Gemm(A, B)`` without bias, alpha = 1, transA = 0 and a constant B → ``MatMul``; with a
+  bias, a constant B stored transposed (transB = 1) is pre-transposed so every Gemm and
+  MatMul weight has the same [K, N] layout (node count never grows).
 Belongs in the cleanup pipeline, after constant folding.
 """
 
@@ -75,27 +76,38 @@ def _clip_to_relu() -> list[Rule]:
     ]
 
 
-def _gemm_to_matmul() -> list[Rule]:
-    def check(m: Match) -> str | None:
+def _gemm_forms() -> list[Rule]:
+    def plain(m: Match) -> str | None:
         g = m.node("gemm")
         if g.attrs.get("alpha", 1.0) != 1.0 or g.attrs.get("transA", 0) != 0:
             return "alpha != 1 or transA set"
-        if len(g.inputs) > 2 and g.inputs[2] is not None and g.attrs.get("beta", 1.0) != 1.0:
-            return "beta != 1"
         return None
 
-    def rewrite(m: Match, b: Builder) -> list[Value]:
-        g = m.node("gemm")
+    def weight(m: Match) -> np.ndarray:
         w = m.const("b")
-        if g.attrs.get("transB", 0):
-            w = np.ascontiguousarray(w.T)
-        y = b.op("MatMul", m["a"], b.const(w, "weight"))
-        c = g.inputs[2] if len(g.inputs) > 2 else None
-        return [b.op("Add", y, c) if c is not None else y]
+        return np.ascontiguousarray(w.T) if m.node("gemm").attrs.get("transB", 0) else w
+
+    def with_bias(m: Match) -> str | None:
+        reason = plain(m)
+        if reason is None and not m.node("gemm").attrs.get("transB", 0):
+            return "already canonical (transB = 0)"
+        return reason
+
+    def to_matmul(m: Match, b: Builder) -> list[Value]:
+        return [b.op("MatMul", m["a"], b.const(weight(m), "weight"))]
+
+    def untranspose(m: Match, b: Builder) -> list[Value]:
+        g = m.node("gemm")
+        return [b.op("Gemm", m["a"], b.const(weight(m), "weight"), m["c"],
+                     alpha=1.0, beta=g.attrs.get("beta", 1.0), transA=0, transB=0)]
 
     return [
-        Rule("gemm_to_matmul", Op("Gemm", Var("a"), Const("b"), name="gemm",
-                                  exact_arity=False), check=check, rewrite=rewrite),
+        Rule("gemm_to_matmul", Op("Gemm", Var("a"), Const("b"), name="gemm"),
+             check=plain, rewrite=to_matmul),
+        Rule("gemm_to_matmul", Op("Gemm", Var("a"), Const("b"), None, name="gemm"),
+             check=plain, rewrite=to_matmul),
+        Rule("gemm_untranspose_weight", Op("Gemm", Var("a"), Const("b"), Var("c"), name="gemm"),
+             check=with_bias, rewrite=untranspose),
     ]
 
 
@@ -106,4 +118,4 @@ class CanonicalizePass(RewritePass):
     name = "canonicalize"
 
     def rules(self) -> list[Rule]:
-        return [_sub_to_add(), _div_to_mul(), *_clip_to_relu(), *_gemm_to_matmul()]
+        return [_sub_to_add(), _div_to_mul(), *_clip_to_relu(), *_gemm_forms()]

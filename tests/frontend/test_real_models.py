@@ -141,7 +141,6 @@ def test_ultraface_unsimplified_keeps_its_post_processing() -> None:
     assert counts["BatchNormalization"] == 35 and counts["Shape"] >= 8 and counts["Gather"] >= 8
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("simplify", [True, False], ids=["simplified", "unsimplified"])
 def test_ultraface_reference_and_export_match_onnxruntime(simplify: bool) -> None:
     path = _need(ULTRAFACE / "model.onnx")

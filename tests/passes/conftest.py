@@ -38,11 +38,17 @@ def ctx() -> PassContext:
     return PassContext(opt_level=1, verify_each=True)
 
 
-def check_equivalent(before: Graph, after: Graph, feeds: dict[str, np.ndarray]) -> None:
+def check_equivalent(
+    before: Graph,
+    after: Graph,
+    feeds: dict[str, np.ndarray],
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+) -> None:
     """Both graphs give the same outputs (by position) and `after` verifies."""
     verify(after)
     a = list(run_graph(before, feeds).values())
     b = list(run_graph(after, feeds).values())
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
-        np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(y, x, rtol=rtol, atol=atol)

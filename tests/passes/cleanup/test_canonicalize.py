@@ -25,7 +25,12 @@ CASES = {
         "w = Constant<value = float[4,3] {" + ", ".join(str(i / 7) for i in range(12)) + "}>()\n"
         " b = Constant<value = float[4] {1.0, 2.0, 3.0, 4.0}>()\n"
         " y = Gemm<transB = 1>(x, w, b)",
-        ["MatMul", "Add"],
+        ["Gemm"],
+    ),
+    "gemm_no_bias": (
+        "w = Constant<value = float[4,3] {" + ", ".join(str(i / 7) for i in range(12)) + "}>()\n"
+        " y = Gemm<transB = 1>(x, w)",
+        ["MatMul"],
     ),
 }
 
@@ -39,6 +44,8 @@ def test_rule_fires(case: str, ctx: PassContext) -> None:
     assert CanonicalizePass()(g, ctx).modified
     assert ops(g) == expected
     assert all(n.meta.get("rule") for n in g)  # new nodes are tagged with their rule
+    if case == "gemm_transb":
+        assert g.nodes[0].attrs["transB"] == 0 and g.nodes[0].inputs[1].shape == (3, 4)
     check_equivalent(before, g, feeds_for(before))
     assert not CanonicalizePass()(g, ctx).modified  # idempotent
 
