@@ -21,13 +21,14 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LeptonError
 from .pass_manager import (
+    DumpIR,
     FixedPoint,
     Instrument,
     Pass,
@@ -153,6 +154,11 @@ def compile(
     simplify: bool = True,
     input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
     progress: bool | None = None,
+    passes: Sequence[str] | None = None,
+    disabled_passes: Iterable[str] = (),
+    pass_options: Mapping[str, Any] | None = None,
+    dump_ir: str | os.PathLike[str] | None = None,
+    trace_rules: bool = False,
 ) -> CompiledModel:
     """Compile an ONNX model into a runnable `CompiledModel`.
 
@@ -167,6 +173,13 @@ def compile(
         simplify: run onnxsim during import.
         input_shapes: new shapes for some inputs, e.g. ``{"image": ["batch", 3, 224, 224]}``.
         progress: print one line per step to stderr (the CLI turns this on).
+        passes: run exactly these passes (by registered name) instead of the opt level's
+            pipeline (``lepton-compile --list-passes`` lists them).
+        disabled_passes: pass names never to run.
+        pass_options: options passes read from their context (e.g. ``fold_max_bytes``).
+        dump_ir: a folder that receives the IR text before the first pass and after every
+            pass that changed it.
+        trace_rules: record, per pattern rule, why it did not fire (``report.rule_traces``).
 
     Returns:
         The compiled model; ``model.report`` says what each step did and how long it took.
@@ -200,8 +213,23 @@ def compile(
     say(f"optimizing (O{opt_level})")
     start = time.perf_counter()
     recorder = _PassRecorder()
-    ctx = PassContext(opt_level=opt_level, target=spec.as_dict(), instruments=[recorder])
-    run_pipeline(graph, ctx)
+    instruments: list[Instrument] = [recorder]
+    if dump_ir is not None:
+        instruments.append(DumpIR(Path(dump_ir)))
+    ctx = PassContext(
+        opt_level=opt_level,
+        target=spec.as_dict(),
+        instruments=instruments,
+        disabled=set(disabled_passes),
+        options=dict(pass_options or {}),
+        trace_rules=trace_rules,
+    )
+    if passes is not None or ctx.disabled:
+        from .pass_manager import get_pass
+
+        for name in [*(passes or ()), *ctx.disabled]:
+            get_pass(name)  # an unknown name is a PassError that lists the known passes
+    run_pipeline(graph, ctx, passes)
     timings["optimize"] = time.perf_counter() - start
 
     say("verifying")
@@ -223,6 +251,7 @@ def compile(
         num_constants=len(graph.initializers),
         weights_bytes=_weights_bytes(graph),
         notes=list(graph.meta.get("import_notes", [])),
+        rule_traces=list(ctx.traces),
     )
     compiled = CompiledModel(graph, report, backend=backend, target=spec.text, opt_level=opt_level)
     timings["compile"] = time.perf_counter() - start

@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     try:
+        if "--list-passes" in args_list:
+            return _list_passes()
         parser, rest = _select_parser(args_list)
         args = parser.parse_args(rest)
         return int(args.handler(args))
@@ -148,6 +150,35 @@ def _add_compile_options(p: argparse.ArgumentParser, note: str = "") -> None:
         "image=1,3,224,224 or tokens=batch,128 (repeatable)",
     )
     g.add_argument(
+        "--passes",
+        metavar="A,B,C",
+        help="run exactly these passes, in this order, instead of the -O pipeline "
+        "(see --list-passes)",
+    )
+    g.add_argument(
+        "--disable-pass",
+        dest="disabled_passes",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="never run this pass (repeatable)",
+    )
+    g.add_argument(
+        "--dump-ir",
+        metavar="DIR",
+        help="write the IR as text to DIR before the first pass and after every pass that "
+        "changed it (001_input.txt, 002_<pass>.txt, ...)",
+    )
+    g.add_argument(
+        "--time-passes", action="store_true", help="print how long each pass took"
+    )
+    g.add_argument(
+        "--trace-rules",
+        action="store_true",
+        help="print, for every pattern rule, how often it fired or the best partial match "
+        "and why it did not fire",
+    )
+    g.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -173,7 +204,11 @@ def _compile_parser() -> argparse.ArgumentParser:
     )
     _add_compile_options(p)
     p.add_argument("--report", action="store_true", help="print the full compile report")
-    p.add_argument("--dump-ir", metavar="FILE", help="write the compiled IR in text form to FILE")
+    p.add_argument(
+        "--list-passes",
+        action="store_true",
+        help="list every pass (name and what it does) and the -O pipelines, then exit",
+    )
     p.add_argument("--version", action="version", version=f"lepton-compile {__version__}")
     p.set_defaults(handler=_cmd_compile)
     return p
@@ -246,8 +281,6 @@ def _input_shape(text: str) -> tuple[str, list[int | str]]:
 def _cmd_compile(args: argparse.Namespace) -> int:
     model = _compile(args.model, args)
     path = model.save(args.output)
-    if args.dump_ir:
-        _write_text(args.dump_ir, str(model.graph) + "\n", "IR dump")
     print(_summary(args.model, path, model))
     if args.report:
         print()
@@ -308,6 +341,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_passes() -> int:
+    from .pass_manager import list_passes
+    from .pipeline import PIPELINES
+
+    classes = list_passes()
+    width = max(len(c.name) for c in classes)
+    print("passes:")
+    for c in classes:
+        print(f"  {c.name:<{width}}  {c.description()}")
+    print("pipelines (-O LEVEL):")
+    for level, names in PIPELINES.items():
+        print(f"  -O{level}: " + (" -> ".join(names) if names else "(no passes)"))
+    return 0
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -330,10 +378,24 @@ def _compile(model_path: str, args: argparse.Namespace) -> Any:
             simplify=args.simplify,
             input_shapes=shapes or None,
             progress=progress,
+            passes=[p.strip() for p in args.passes.split(",") if p.strip()]
+            if args.passes is not None
+            else None,
+            disabled_passes=args.disabled_passes,
+            dump_ir=args.dump_ir,
+            trace_rules=args.trace_rules,
         )
     for w in caught:
         if issubclass(w.category, UserWarning):
             print(f"warning: {w.message}", file=sys.stderr)
+    if args.time_passes:
+        print("pass timings:")
+        for name, ms, modified in model.report.passes:
+            print(f"  {name:<36} {ms:9.2f} ms{'  (changed the graph)' if modified else ''}")
+    if args.trace_rules:
+        print("pattern rules:")
+        for line in model.report.rule_traces or ["(no pattern-rule pass ran)"]:
+            print(f"  {line}")
     return model
 
 
@@ -413,13 +475,6 @@ def _save_outputs(folder: Path, outputs: dict[str, Any]) -> list[str]:
     except OSError as e:
         raise LeptonError(f"cannot write outputs to {folder}: {e.strerror or e}") from e
     return lines
-
-
-def _write_text(path: str, text: str, what: str) -> None:
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise LeptonError(f"cannot write {what} to {path}: {e.strerror or e}") from e
 
 
 def _summary(source: str, path: Path, model: Any) -> str:

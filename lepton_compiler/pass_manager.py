@@ -124,13 +124,13 @@ class PassTiming(Instrument):
     """Records wall time per pass run: ``records`` holds ``(pass name, seconds, modified)``."""
 
     records: list[tuple[str, float, bool]] = field(default_factory=list)
-    _start: float = 0.0
+    _starts: list[float] = field(default_factory=list)  # a stack: composite passes nest
 
     def before(self, p: Pass, graph: Graph, ctx: PassContext) -> None:
-        self._start = time.perf_counter()
+        self._starts.append(time.perf_counter())
 
     def after(self, p: Pass, graph: Graph, ctx: PassContext, result: PassResult) -> None:
-        self.records.append((p.name, time.perf_counter() - self._start, result.modified))
+        self.records.append((p.name, time.perf_counter() - self._starts.pop(), result.modified))
 
     def summary(self) -> str:
         """A readable table: total time per pass name, slowest first."""

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import onnx  # noqa: TID251 - test helpers parse ONNX text; not imported by the compiler itself
-import onnx.parser  # noqa: TID251
+import onnx
+import onnx.parser
 
 from .errors import ModelLoadError
 from .ir import DType, Graph, TensorType

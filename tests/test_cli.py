@@ -90,12 +90,59 @@ def test_compile_then_run(
 def test_compile_with_report_and_ir_dump(
     model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ir_file = tmp_path / "ir.txt"
-    argv = [str(model_path), "-o", str(tmp_path / "o"), "--report", "--dump-ir", str(ir_file)]
+    ir_dir = tmp_path / "ir"
+    argv = [str(model_path), "-o", str(tmp_path / "o"), "--report", "--dump-ir", str(ir_dir),
+            "--time-passes"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "Compile report: mlp" in out and "MatMul" in out
-    assert "MatMul" in ir_file.read_text()
+    assert "pass timings:" in out and "dead_code_elimination" in out
+    dumps = sorted(p.name for p in ir_dir.iterdir())
+    assert dumps[0] == "001_input.txt" and "MatMul" in (ir_dir / dumps[0]).read_text()
+
+
+def test_list_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--list-passes"]) == 0
+    out = capsys.readouterr().out
+    assert "constant_folding" in out and "Replace nodes whose inputs are all constants" in out
+    assert "-O1: dead_code_elimination ->" in out
+
+
+def test_passes_and_disable_pass(
+    model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    argv = [str(model_path), "-o", str(out), "--passes", "dead_code_elimination",
+            "--time-passes"]
+    assert cli.main(argv) == 0
+    timings = capsys.readouterr().out.split("pass timings:")[1]
+    assert "dead_code_elimination" in timings and "constant_folding" not in timings
+    argv = [str(model_path), "-o", str(out), "--disable-pass", "constant_folding", "--time-passes"]
+    assert cli.main(argv) == 0
+    timings = capsys.readouterr().out.split("pass timings:")[1]
+    assert "constant_folding" not in timings and "canonicalize" in timings
+    assert cli.main([str(model_path), "-o", str(out), "--passes", "nope"]) == 1
+    assert "unknown pass 'nope'" in capsys.readouterr().err
+
+
+def test_trace_rules_explains_a_rule_that_does_not_fire(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lepton_compiler.testing import model_from_text
+
+    model = model_from_text("""
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2,3] x) => (float[2,3] y) {
+  c = Constant<value = float {3.0}>()
+  y = Div(x, c)
+}
+""")
+    path = tmp_path / "div.onnx"
+    path.write_bytes(model.SerializeToString())
+    argv = [str(path), "-o", str(tmp_path / "o"), "-O1", "--no-simplify", "--trace-rules"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "div_const_to_mul: did not fire" in out and "not a power of two" in out
 
 
 def test_compile_with_input_shape(

@@ -45,7 +45,7 @@ _LARGE_MODEL_BYTES = 1_800_000_000
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
 
 
-class ImportWarning_(UserWarning):
+class ModelImportWarning(UserWarning):
     """A step of the import was skipped or changed the model in a way worth knowing."""
 
 
@@ -205,7 +205,7 @@ def import_model(
         model_name=proto.graph.name,
     )
     for note in notes:
-        warnings.warn(note, ImportWarning_, stacklevel=2)
+        warnings.warn(note, ModelImportWarning, stacklevel=2)
     return graph
 
 

@@ -30,6 +30,8 @@ class CompileReport:
         weights_bytes: bytes held by those constants.
         fallbacks: ops the backend did not lower natively and runs with reference kernels.
         notes: what the importer changed or skipped (opset conversion, simplifier failures).
+        rule_traces: with rule tracing on, per pattern rule: how often it fired, or the best
+            partial match and why it did not fire.
     """
 
     model_name: str
@@ -45,6 +47,7 @@ class CompileReport:
     weights_bytes: int = 0
     fallbacks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rule_traces: list[str] = field(default_factory=list)
 
     @property
     def total_seconds(self) -> float:

@@ -38,11 +38,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     table = _group_of()
     totals = Counter(table.values())
-    passed = Counter(table[n] for n, o in _results.items() if o == "passed" and n in table)
-    ran = Counter(table[n] for n in _results if n in table)
+    outcomes = {o: Counter(table[n] for n, x in _results.items() if x == o and n in table)
+                for o in ("passed", "failed", "skipped")}  # fmt: skip
     terminalreporter.section("ONNX backend conformance (reference interpreter)")
     for group in _GROUPS:
+        passed, failed = outcomes["passed"][group], outcomes["failed"][group]
+        excluded = outcomes["skipped"][group]
+        not_run = totals[group] - passed - failed - excluded
         terminalreporter.write_line(
-            f"{group:>18}: {passed[group]:5d} passed of {totals[group]:5d} "
-            f"({ran[group]} run, {totals[group] - ran[group]} excluded)"
+            f"{group:>18}: {passed:5d} passed of {totals[group]:5d}  ({failed} failed, "
+            f"{excluded} excluded" + (f", {not_run} not run)" if not_run else ")")
         )

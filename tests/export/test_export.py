@@ -22,7 +22,7 @@ from lepton_compiler.testing import (
     run_reference,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::lepton_compiler.frontend.onnx.ImportWarning_")
+pytestmark = pytest.mark.filterwarnings("ignore::lepton_compiler.frontend.onnx.ModelImportWarning")
 
 
 def exported_and_checked(graph: Graph, **kwargs) -> onnx.ModelProto:

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lepton_compiler.errors import ModelLoadError, UnsupportedOpError
-from lepton_compiler.frontend.onnx import ImportWarning_, import_model
+from lepton_compiler.frontend.onnx import ModelImportWarning, import_model
 from lepton_compiler.ir import DType, TensorType, verify
 from lepton_compiler.testing import (
     assert_outputs_close,
@@ -20,7 +20,7 @@ from lepton_compiler.testing import (
     run_reference,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::lepton_compiler.frontend.onnx.ImportWarning_")
+pytestmark = pytest.mark.filterwarnings("ignore::lepton_compiler.frontend.onnx.ModelImportWarning")
 
 SMALL = """
 <ir_version: 8, opset_import: ["" : 18]>
@@ -323,7 +323,7 @@ def test_onnxsim_failure_still_imports(small: onnx.ModelProto, monkeypatch) -> N
         raise RuntimeError("simplifier exploded")
 
     monkeypatch.setattr(onnxsim, "simplify", broken)
-    with pytest.warns(ImportWarning_, match="onnxsim failed"):
+    with pytest.warns(ModelImportWarning, match="onnxsim failed"):
         graph = import_model(small)
     assert any("onnxsim failed (simplifier exploded)" in n for n in graph.meta["import_notes"])
     feeds = random_inputs(graph, batch=3)

@@ -19,7 +19,7 @@ from lepton_compiler.frontend.onnx import import_model
 from lepton_compiler.ir import Graph, verify
 from lepton_compiler.testing import assert_outputs_close, run_onnxruntime, run_reference
 
-pytestmark = pytest.mark.filterwarnings("ignore::lepton_compiler.frontend.onnx.ImportWarning_")
+pytestmark = pytest.mark.filterwarnings("ignore::lepton_compiler.frontend.onnx.ModelImportWarning")
 
 MODELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "models"
 MNIST = MODELS / "mnist"

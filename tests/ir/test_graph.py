@@ -200,7 +200,7 @@ def test_remove_unsafe_leaves_dangling_reads_that_verify_reports() -> None:
 
 
 def test_remove_with_a_node_listed_twice() -> None:
-    g, x, relu, neg, add = chain()
+    g, x, *_ = chain()
     dead = g.make_node("Abs", [x], name="dead")
     g.remove([dead, dead])
     assert dead.graph is None and op_list(g) == ["Relu", "Neg", "Add"]
