@@ -220,3 +220,37 @@ def _random_array(rng: np.random.Generator, dtype: DType, shape: tuple[int, ...]
     if dtype in (DType.COMPLEX64, DType.COMPLEX128):
         return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype.numpy)
     return rng.standard_normal(shape).astype(dtype.numpy)
+
+
+def op_list(graph: Graph) -> list[str]:
+    """The graph's op names in order (``"Conv"``, ``"lepton.Fused"``): what pass tests assert."""
+    return [n.op for n in graph]
+
+
+def assert_equivalent(
+    before: Graph,
+    after: Graph,
+    inputs: Mapping[str, Any] | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+) -> None:
+    """Assert a transformed graph verifies and computes what the original computed.
+
+    Both graphs run on the reference interpreter with the same inputs (random ones from
+    `before`'s signature when none are given); outputs are compared by position, so a pass may
+    rename them.
+
+    Raises:
+        AssertionError: a verification problem, or an output that differs (named).
+    """
+    from .ir import verify
+
+    verify(after)
+    feeds = dict(inputs) if inputs is not None else random_inputs(before)
+    a = run_reference(before, feeds)
+    b = run_reference(after, feeds)
+    assert len(a) == len(b), f"{len(a)} outputs before the pass, {len(b)} after"
+    for (name, x), y in zip(a.items(), b.values(), strict=True):
+        np.testing.assert_allclose(
+            np.asarray(y), np.asarray(x), rtol=rtol, atol=atol, err_msg=f"output {name!r}"
+        )
