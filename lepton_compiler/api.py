@@ -197,6 +197,7 @@ def compile(
 
     from .frontend.onnx import import_any
     from .ir import Graph, verify
+    from .passes.fusion.group import fused_groups_summary
     from .pipeline import run_pipeline
     from .runtime.compiled_model import CompiledModel
     from .runtime.report import CompileReport
@@ -252,6 +253,9 @@ def compile(
         weights_bytes=_weights_bytes(graph),
         notes=list(graph.meta.get("import_notes", [])),
         rule_traces=list(ctx.traces),
+        kernels_before=sum(before.values()),
+        kernels_after=len(graph),
+        fused_groups=fused_groups_summary(graph),
     )
     compiled = CompiledModel(graph, report, backend=backend, target=spec.text, opt_level=opt_level)
     timings["compile"] = time.perf_counter() - start

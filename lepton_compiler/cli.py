@@ -351,8 +351,9 @@ def _list_passes() -> int:
     for c in classes:
         print(f"  {c.name:<{width}}  {c.description()}")
     print("pipelines (-O LEVEL):")
-    for level, names in PIPELINES.items():
-        print(f"  -O{level}: " + (" -> ".join(names) if names else "(no passes)"))
+    for level, stages in PIPELINES.items():
+        text = "; ".join(f"{st.name}: " + " -> ".join(st.passes) for st in stages)
+        print(f"  -O{level}: " + (text or "(no passes)"))
     return 0
 
 

@@ -1,19 +1,34 @@
 """Pass pipelines per opt level, as literal lists: reading this file is reading the compiler.
 
-O0 runs nothing. O1 cleans up: the `CLEANUP` list, repeated until nothing changes. O2 adds
-fusion and O3 target-specific rewrites; their passes come with the fusion and backend work,
-and until then O2 and O3 run the O1 list.
+A pipeline is a list of stages; a stage is a list of pass names run in order, repeated until
+no pass changes the graph (at most `Stage.rounds` times).
+
+- O0 runs nothing.
+- O1 cleans up (`CLEANUP`).
+- O2 also fuses (`FUSION`): affine ops fold into their producers, then every anchor op and its
+  element-wise epilogue become one `lepton.Fused` group, i.e. one kernel.
+- O3 adds target-specific rewrites; until those exist it runs the O2 list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .ir import Graph
 from .pass_manager import FixedPoint, Pass, PassContext, PassManager, PassResult
 
-#: The cleanup passes, in the order one round runs them.
-CLEANUP: list[str] = [
+
+@dataclass(frozen=True)
+class Stage:
+    """Pass names run in order, repeated while any changes the graph (up to `rounds`)."""
+
+    name: str
+    passes: tuple[str, ...]
+    rounds: int = 4
+
+
+CLEANUP = Stage("cleanup", (
     "dead_code_elimination",             # drop what nobody reads
     "identity_elimination",              # Identity, Dropout, x*1, x+0, cancelling Transposes
     "shape_folding",                     # Shape/Size/Gather(Shape) from static dims
@@ -21,13 +36,19 @@ CLEANUP: list[str] = [
     "canonicalize",                      # one form for Sub/Div by constants, Clip, Gemm
     "common_subexpression_elimination",  # merge duplicate nodes and equal constants
     "dead_code_elimination",             # drop what the rewrites left behind
-]
+))  # fmt: skip
 
-PIPELINES: dict[int, list[str]] = {
+FUSION = Stage("fusion", (
+    "fold_batchnorm",                    # BN and per-channel Mul/Add into Conv/Gemm weights
+    "dead_code_elimination",
+    "fuse_groups",                       # anchor + element-wise epilogue -> lepton.Fused
+), rounds=1)  # fmt: skip
+
+PIPELINES: dict[int, list[Stage]] = {
     0: [],
-    1: CLEANUP,
-    2: CLEANUP,
-    3: CLEANUP,
+    1: [CLEANUP],
+    2: [CLEANUP, FUSION],
+    3: [CLEANUP, FUSION],
 }
 
 
@@ -35,10 +56,8 @@ def build_pipeline(opt_level: int, passes: Sequence[str] | None = None) -> list[
     """The passes for an opt level, or exactly `passes` when given (e.g. from ``--passes``)."""
     if passes is not None:
         return PassManager(passes).passes
-    names = PIPELINES[max(0, min(3, opt_level))]
-    if not names:
-        return []
-    return [FixedPoint(names, max_iterations=4, name="cleanup")]
+    stages = PIPELINES[max(0, min(3, opt_level))]
+    return [FixedPoint(list(s.passes), max_iterations=s.rounds, name=s.name) for s in stages]
 
 
 def run_pipeline(

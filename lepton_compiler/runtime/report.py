@@ -30,6 +30,11 @@ class CompileReport:
         weights_bytes: bytes held by those constants.
         fallbacks: ops the backend did not lower natively and runs with reference kernels.
         notes: what the importer changed or skipped (opset conversion, simplifier failures).
+        kernels_before: kernels the model would need unfused (one per node after import).
+        kernels_after: kernels after fusion (one per top-level node: fused groups and the
+            single ops left between them).
+        fused_groups: per fused group: ``name``, ``anchor`` op, ``epilogue`` ops and
+            ``bytes_saved`` (intermediate tensor bytes that never leave the kernel).
         rule_traces: with rule tracing on, per pattern rule: how often it fired, or the best
             partial match and why it did not fire.
     """
@@ -48,6 +53,9 @@ class CompileReport:
     fallbacks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rule_traces: list[str] = field(default_factory=list)
+    kernels_before: int = 0
+    kernels_after: int = 0
+    fused_groups: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total_seconds(self) -> float:
@@ -99,6 +107,8 @@ class CompileReport:
         if self.passes:
             lines += ["", _pass_table(self.passes)]
         lines += ["", _op_table(self.op_counts_before, self.op_counts_after)]
+        if self.fused_groups:
+            lines += ["", _group_table(self.fused_groups, self.kernels_before, self.kernels_after)]
         lines += ["", "fallbacks: " + (", ".join(self.fallbacks) if self.fallbacks else "none")]
         if self.notes:
             lines += ["import notes:", *(f"  - {n}" for n in self.notes)]
@@ -143,6 +153,21 @@ def _pass_table(passes: list[tuple[str, float, bool]]) -> str:
         entry[2] += int(modified)
     rows = [[n, str(r), f"{ms:.2f}", str(m)] for n, (r, ms, m) in totals.items()]
     return _table(["pass", "runs", "ms", "changed"], rows)
+
+
+def _group_table(groups: list[dict[str, Any]], before: int, after: int) -> str:
+    by_shape: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for g in groups:
+        key = (str(g.get("anchor")), tuple(g.get("epilogue", ())))
+        entry = by_shape.setdefault(key, [0, 0])
+        entry[0] += 1
+        entry[1] += int(g.get("bytes_saved", 0))
+    rows = [
+        [anchor, " + ".join(epi) or "-", str(n), format_bytes(saved)]
+        for (anchor, epi), (n, saved) in sorted(by_shape.items(), key=lambda kv: -kv[1][0])
+    ]
+    head = f"fused groups: {len(groups)}; kernels {before} -> {after}"
+    return head + "\n" + _table(["anchor", "epilogue", "groups", "bytes kept on chip"], rows)
 
 
 def _op_table(before: dict[str, int], after: dict[str, int]) -> str:

@@ -144,7 +144,7 @@ def test_timing_and_ir_dumps(tmp_path) -> None:
 
 def test_registry_lists_every_cleanup_pass_with_a_description() -> None:
     names = {p.name for p in list_passes()}
-    assert set(CLEANUP) <= names
+    assert set(CLEANUP.passes) <= names
     assert all(p.description() for p in list_passes())
     with pytest.raises(PassError, match="unknown pass 'nope'.*dead_code_elimination"):
         get_pass("nope")
