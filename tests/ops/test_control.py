@@ -87,4 +87,5 @@ def test_scan_with_reverse_directions_and_axes() -> None:
     m = _model([node], [_vi("s0", TensorProto.FLOAT, [2]), _vi("xs", TensorProto.FLOAT, [2, 5])],
                [_vi("s", TensorProto.FLOAT, [2]), _vi("ys", TensorProto.FLOAT, [2, 5])])  # fmt: skip
     rng = np.random.default_rng(0)
-    _check(m, {"s0": np.zeros(2, np.float32), "xs": rng.standard_normal((2, 5)).astype(np.float32)})
+    xs = rng.standard_normal((2, 5)).astype(np.float32)
+    _check(m, {"s0": np.zeros(2, np.float32), "xs": xs})

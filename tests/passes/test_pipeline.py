@@ -146,7 +146,7 @@ def test_registry_lists_every_cleanup_pass_with_a_description() -> None:
     names = {p.name for p in list_passes()}
     assert set(CLEANUP.passes) <= names
     assert all(p.description() for p in list_passes())
-    with pytest.raises(PassError, match="unknown pass 'nope'.*dead_code_elimination"):
+    with pytest.raises(PassError, match=r"unknown pass 'nope'.*dead_code_elimination"):
         get_pass("nope")
 
 

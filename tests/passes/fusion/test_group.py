@@ -11,7 +11,8 @@ from lepton_compiler.passes.fusion.group import GroupFusionPass, fused_groups_su
 from lepton_compiler.testing import assert_equivalent, graph_from_text, op_list
 
 HEADER = '<ir_version: 8, opset_import: ["" : 18]>\n'
-W = "w = Constant<value = float[4,4,3,3] {" + ", ".join(f"{(i % 7 - 3) / 10}" for i in range(144)) + "}>()\n"
+_VALUES = ", ".join(f"{(i % 7 - 3) / 10}" for i in range(144))
+W = "w = Constant<value = float[4,4,3,3] {" + _VALUES + "}>()\n"
 B = " b = Constant<value = float[1,4,1,1] {0.1, -0.2, 0.3, 0.0}>()\n"
 
 CONV_BLOCK = HEADER + """
