@@ -84,8 +84,9 @@ def test_scan_with_reverse_directions_and_axes() -> None:
     node = helper.make_node("Scan", ["s0", "xs"], ["s", "ys"], body=body, num_scan_inputs=1,
                             scan_input_axes=[1], scan_input_directions=[1],
                             scan_output_axes=[1])  # fmt: skip
-    m = _model([node], [_vi("s0", TensorProto.FLOAT, [2]), _vi("xs", TensorProto.FLOAT, [2, 5])],
-               [_vi("s", TensorProto.FLOAT, [2]), _vi("ys", TensorProto.FLOAT, [2, 5])])  # fmt: skip
+    ins = [_vi("s0", TensorProto.FLOAT, [2]), _vi("xs", TensorProto.FLOAT, [2, 5])]
+    outs = [_vi("s", TensorProto.FLOAT, [2]), _vi("ys", TensorProto.FLOAT, [2, 5])]
+    m = _model([node], ins, outs)
     rng = np.random.default_rng(0)
     xs = rng.standard_normal((2, 5)).astype(np.float32)
     _check(m, {"s0": np.zeros(2, np.float32), "xs": xs})
