@@ -11,12 +11,21 @@ from .registry import ReferenceFn
 KernelFn = Callable[..., list[Any]]
 
 
-def adapt(kernel: KernelFn) -> ReferenceFn:
-    """Wrap ``kernel(inputs, attrs, opset)`` as ``reference(node, inputs, scope)``."""
+def adapt(kernel: KernelFn, pass_num_outputs: bool = False) -> ReferenceFn:
+    """Wrap ``kernel(inputs, attrs, opset)`` as ``reference(node, inputs, scope)``.
+
+    Args:
+        kernel: the numpy kernel.
+        pass_num_outputs: also pass ``num_outputs=len(node.outputs)`` (BatchNormalization
+            before opset 14 picks training mode by how many outputs the node has).
+    """
 
     def reference(node: Node, inputs: list[Any], scope: Mapping[Value, Any]) -> list[Any]:
         opset = node.graph.opset(node.domain) if node.graph is not None else None
-        outs = kernel(inputs, node.attrs, opset or 18)
+        if pass_num_outputs:
+            outs = kernel(inputs, node.attrs, opset or 18, num_outputs=len(node.outputs))
+        else:
+            outs = kernel(inputs, node.attrs, opset or 18)
         return list(outs[: len(node.outputs)])
 
     reference.__name__ = f"reference_{kernel.__name__}"

@@ -18,7 +18,7 @@ override("AveragePool", category="complex", reference=adapt(kernels.average_pool
 override("GlobalAveragePool", category="reduction", reference=adapt(kernels.global_average_pool))
 override("GlobalMaxPool", category="reduction", reference=adapt(kernels.global_max_pool))
 override("BatchNormalization", category="broadcast",
-         reference=adapt(kernels.batch_normalization))  # fmt: skip
+         reference=adapt(kernels.batch_normalization, pass_num_outputs=True))  # fmt: skip
 
 for _op in ("LRN", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
             "RMSNormalization", "LpNormalization", "MeanVarianceNormalization", "Softmax",

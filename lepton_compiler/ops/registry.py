@@ -99,7 +99,7 @@ def _ensure_families() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import control, fused, math, nn, quant, reduce, tensor  # noqa: F401
+        from . import composite, control, fused, math, nn, quant, reduce, tensor  # noqa: F401
 
 
 def lookup(domain: str, op_type: str) -> OpDef | None:
