@@ -40,6 +40,12 @@ CLEANUP = Stage("cleanup", (
 
 FUSION = Stage("fusion", (
     "fold_batchnorm",                    # BN and per-channel Mul/Add into Conv/Gemm weights
+    "fuse_activations",                  # GELU, SiLU, HardSwish, HardSigmoid, Mish patterns
+    "fuse_normalization",                # LayerNorm, RMSNorm, Softmax decompositions
+    "fuse_skip_layernorm",               # residual Add (+ bias) + LayerNorm
+    "fuse_attention",                    # QK^T -> scale -> mask -> Softmax -> V (before the next)
+    "fold_matmul_transpose",             # a Transpose of a MatMul operand into the MatMul
+    "fuse_matmul_bias",                  # MatMul + bias -> Gemm / lepton.MatMulAdd
     "dead_code_elimination",
     "fuse_groups",                       # anchor + element-wise epilogue -> lepton.Fused
 ), rounds=1)  # fmt: skip

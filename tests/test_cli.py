@@ -218,7 +218,7 @@ def test_info_on_artifact_and_model(
     assert cli.main(["info", str(artifact)]) == 0
     out = capsys.readouterr().out
     assert "format 1" in out and "x: float32[batch,4]" in out and "y: float32[batch,3]" in out
-    assert "MatMul 1" in out and "Compile report" in out
+    assert "ops: Gemm 1" in out and "Compile report" in out
     assert cli.main(["info", str(model_path), "-O0"]) == 0
     assert "compiled on the fly" in capsys.readouterr().out
 

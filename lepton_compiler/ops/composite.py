@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ShapeInferenceError
 from ..ir import Dim, Node, Shape, TensorType, Value, ValueType
 from .registry import define
 
@@ -97,8 +98,8 @@ def _gelu(node: Node, inputs: list[Any], scope: Mapping[Value, Any]) -> list[Any
 def _infer_gelu(node: Node) -> Sequence[ValueType | None]:
     approximate = node.attrs.get("approximate", "none")
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"lepton.Gelu {node.name!r}: approximate={approximate!r}, "
-                         "expected 'none' or 'tanh'")  # fmt: skip
+        raise ShapeInferenceError(f"lepton.Gelu node {node.name!r}: approximate={approximate!r}, "
+                                  "expected 'none' or 'tanh'")  # fmt: skip
     return _same_as_first(node)
 
 
@@ -202,7 +203,8 @@ def _infer_matmul_add(node: Node) -> Sequence[ValueType | None]:
     if a is None or b is None or a.shape is None or b.shape is None:
         return [None]
     if len(a.shape) < 2 or len(b.shape) < 2:
-        raise ValueError(f"lepton.MatMulAdd {node.name!r} needs operands of rank >= 2")
+        raise ShapeInferenceError(f"lepton.MatMulAdd node {node.name!r} needs operands of rank "
+                                  f">= 2, got ranks {len(a.shape)} and {len(b.shape)}")
     m = a.shape[-1] if node.attrs.get("transA", 0) else a.shape[-2]
     n = b.shape[-2] if node.attrs.get("transB", 0) else b.shape[-1]
     shape = broadcast_shapes(a.shape[:-2], b.shape[:-2])

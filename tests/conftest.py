@@ -1,4 +1,7 @@
-"""Counts ONNX backend-suite results per group and prints them at the end of the run."""
+"""Suite-wide hooks: counts ONNX backend-suite results per group and prints them at the end.
+
+Lives at the top of tests/ so the counting also works under pytest-xdist (the controller loads
+only the root conftest)."""
 
 from __future__ import annotations
 
