@@ -349,13 +349,7 @@ def _try_rule(rule: Rule, node: Node, trace: RuleTrace | None) -> bool:
     for old, new in zip(node.outputs, replacement, strict=True):
         if new is old:
             continue
-        if old.is_graph_output():
-            name = old.name
-            graph.replace_all_uses(old, new)
-            old.name = graph.unique_name(name + "_replaced")
-            new.name = name
-        else:
-            graph.replace_all_uses(old, new)
+        graph.replace_value(old, new)
         if new.type is None:
             new.type = old.type
     dead = [n for n in m.nodes.values() if n.graph is graph]

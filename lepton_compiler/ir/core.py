@@ -70,10 +70,13 @@ class Value:
 
     @name.setter
     def name(self, name: str) -> None:
-        self._name = name
+        old, self._name = getattr(self, "_name", None), name
         g = self._owning_graph()
         if g is not None:
             g._note_names(name)
+            if old is not None and g.initializers.get(old) is self:  # keep the index by name
+                del g.initializers[old]
+                g.initializers[name] = self
 
     @property
     def producer(self) -> Node | None:
@@ -568,6 +571,16 @@ class Graph:
         for graph in graphs.values():
             if any(o is old for o in graph.outputs):
                 graph.outputs = [new if o is old else o for o in graph.outputs]
+
+    def replace_value(self, old: Value, new: Value) -> None:
+        """`replace_all_uses`, and where `old` is an output of this graph, `new` takes over
+        its name (`old` is renamed), so rewrites never change a model's output names."""
+        was_output = any(o is old for o in self.outputs)
+        self.replace_all_uses(old, new)
+        if was_output and new.name != old.name:
+            name = old.name
+            old.name = self.unique_name(f"{name}_replaced")
+            new.name = name
 
     def make_node(
         self,

@@ -68,14 +68,6 @@ def _try_fold(node: Node, cap: int) -> bool:
     for out, arr in zip(node.outputs, arrays, strict=False):
         const = graph.add_constant(arr, out.name + "_folded")
         const.type = tensor_type_of(arr)
-        if out.is_graph_output():
-            graph.replace_all_uses(out, const)
-            name = out.name
-            out.name = name + "__folded_away"
-            graph.initializers.pop(const.name)
-            const.name = name
-            graph.initializers[name] = const
-        else:
-            graph.replace_all_uses(out, const)
+        graph.replace_value(out, const)
     graph.remove(node)
     return True

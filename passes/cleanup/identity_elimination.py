@@ -101,14 +101,7 @@ def _try_eliminate(node: Node) -> bool:
     merged = merge_types(src.type, out.type)
     if merged is not None:
         src.type = merged
-    if out.is_graph_output():
-        # Keep the graph output's name: rename the forwarded value instead.
-        name = out.name
-        graph.replace_all_uses(out, src)
-        out.name = f"{name}__removed"
-        src.name = name
-    else:
-        graph.replace_all_uses(out, src)
+    graph.replace_value(out, src)
     if not any(v.uses or v.is_graph_output() for v in node.outputs):
         graph.remove(node)
     return True

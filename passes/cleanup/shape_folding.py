@@ -85,13 +85,5 @@ def _replace(node: Node, value: np.ndarray) -> None:
     assert graph is not None
     out = node.outputs[0]
     const = graph.add_constant(value, out.name + "_static")
-    if out.is_graph_output():
-        name = out.name
-        graph.replace_all_uses(out, const)
-        out.name = graph.unique_name(name + "_folded")
-        graph.initializers.pop(const.name)
-        const.name = name
-        graph.initializers[name] = const
-    else:
-        graph.replace_all_uses(out, const)
+    graph.replace_value(out, const)
     graph.remove(node)

@@ -38,6 +38,25 @@ def _prod(values: Sequence[int]) -> int:
     return math.prod(int(v) for v in values)
 
 
+def _unpack(
+    op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.dtype, np.dtype, list[int], int]:
+    """X and W in the compute dtype, the optional bias, X's dtype, the compute dtype, the
+    kernel shape (from W) and the group count; checks the ranks."""
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else None
+    if x is None or w is None:
+        raise ValueError(f"{op} needs X and W")
+    dtype = x.dtype
+    ct = _compute_dtype(x, w)
+    x = x.astype(ct, copy=False)
+    w = w.astype(ct, copy=False)
+    kernel = list(w.shape[2:])
+    if x.ndim != len(kernel) + 2:
+        raise ValueError(f"{op}: X has rank {x.ndim}, W has rank {w.ndim}")
+    return x, w, b, dtype, ct, kernel, int(attrs.get("group", 1) or 1)
+
+
 def conv(
     inputs: Sequence[np.ndarray | None], attrs: Mapping[str, Any], opset: int
 ) -> list[np.ndarray]:
@@ -53,19 +72,8 @@ def conv(
     Returns:
         ``[Y]`` with Y of shape ``[N, M, *out]`` and X's dtype.
     """
-    x, w = inputs[0], inputs[1]
-    b = inputs[2] if len(inputs) > 2 else None
-    if x is None or w is None:
-        raise ValueError("Conv needs X and W")
-    dtype = x.dtype
-    ct = _compute_dtype(x, w)
-    x = x.astype(ct, copy=False)
-    w = w.astype(ct, copy=False)
-    kernel = list(w.shape[2:])
+    x, w, b, dtype, ct, kernel, group = _unpack("Conv", inputs, attrs)
     nsp = len(kernel)
-    if x.ndim != nsp + 2:
-        raise ValueError(f"Conv: X has rank {x.ndim}, W has rank {w.ndim}")
-    group = int(attrs.get("group", 1) or 1)
     n, c = x.shape[:2]
     m = w.shape[0]
     if c != w.shape[1] * group or m % group:
@@ -203,19 +211,8 @@ def conv_transpose(
     Returns:
         ``[Y]`` with Y of shape ``[N, M, *out]`` and X's dtype.
     """
-    x, w = inputs[0], inputs[1]
-    b = inputs[2] if len(inputs) > 2 else None
-    if x is None or w is None:
-        raise ValueError("ConvTranspose needs X and W")
-    dtype = x.dtype
-    ct = _compute_dtype(x, w)
-    x = x.astype(ct, copy=False)
-    w = w.astype(ct, copy=False)
-    kernel = list(w.shape[2:])
+    x, w, b, dtype, ct, kernel, group = _unpack("ConvTranspose", inputs, attrs)
     nsp = len(kernel)
-    if x.ndim != nsp + 2:
-        raise ValueError(f"ConvTranspose: X has rank {x.ndim}, W has rank {w.ndim}")
-    group = int(attrs.get("group", 1) or 1)
     n, c = x.shape[:2]
     if c != w.shape[0] or c % group:
         raise ValueError(f"ConvTranspose: X {x.shape} and W {w.shape} do not fit group={group}")
