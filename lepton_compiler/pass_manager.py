@@ -57,6 +57,29 @@ class Pass:
         return f"<pass {self.name}>"
 
 
+class NodePass(Pass):
+    """A pass that considers one node at a time, in the graph and every subgraph.
+
+    Subclasses implement `visit(node, ctx) -> bool` (True when it changed something); the base
+    class walks every graph (editing while walking is safe) and afterwards drops constants
+    that the changes left unread.
+    """
+
+    def visit(self, node: Node, ctx: PassContext) -> bool:
+        """Rewrite around `node` if the pass applies; return whether anything changed."""
+        raise PassError(f"pass {type(self).__name__} does not implement visit()")
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        changed = False
+        for g in [graph, *graph.subgraphs_recursive()]:
+            for node in g:
+                changed |= bool(self.visit(node, ctx))
+        if changed:
+            for g in [graph, *graph.subgraphs_recursive()]:
+                g.remove_unused_constants()
+        return PassResult(graph, changed)
+
+
 _REGISTRY: dict[str, type[Pass]] = {}
 P = TypeVar("P", bound=type[Pass])
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from lepton_compiler.ir import Graph, Node, TensorType, tensor_type_of
+from lepton_compiler.ir import Node, TensorType, tensor_type_of
 from lepton_compiler.ops import lookup_node
-from lepton_compiler.pass_manager import Pass, PassContext, PassResult, register_pass
+from lepton_compiler.pass_manager import NodePass, PassContext, register_pass
 
 from ._util import NONDETERMINISTIC
 
@@ -23,22 +23,13 @@ DEFAULT_MAX_BYTES = 4 << 20
 
 
 @register_pass
-class ConstantFoldingPass(Pass):
+class ConstantFoldingPass(NodePass):
     """Replace nodes whose inputs are all constants by their computed results."""
 
     name = "constant_folding"
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        cap = int(ctx.option("fold_max_bytes", DEFAULT_MAX_BYTES))
-        changed = False
-        for g in [graph, *graph.subgraphs_recursive()]:
-            for node in g:
-                changed |= _try_fold(node, cap)
-        if changed:
-            for g in [graph, *graph.subgraphs_recursive()]:
-                g.remove_unused_constants()
-        return PassResult(graph, changed)
-
+    def visit(self, node: Node, ctx: PassContext) -> bool:
+        return _try_fold(node, int(ctx.option("fold_max_bytes", DEFAULT_MAX_BYTES)))
 
 def _try_fold(node: Node, cap: int) -> bool:
     graph = node.graph

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from lepton_compiler.ir import Graph, Node, TensorType, Value, merge_types
-from lepton_compiler.pass_manager import Pass, PassContext, PassResult, register_pass
+from lepton_compiler.ir import Node, TensorType, Value, merge_types
+from lepton_compiler.pass_manager import NodePass, PassContext, register_pass
 
 
 @register_pass
-class IdentityEliminationPass(Pass):
+class IdentityEliminationPass(NodePass):
     """Remove ops that return their input unchanged (Identity, Dropout, x*1, x+0, ...)."""
 
     name = "identity_elimination"
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        changed = False
-        for g in [graph, *graph.subgraphs_recursive()]:
-            for node in g:
-                changed |= _try_eliminate(node)
-        return PassResult(graph, changed)
+    def visit(self, node: Node, ctx: PassContext) -> bool:
+        return _try_eliminate(node)
 
 
 def _const(v: Value | None) -> np.ndarray | None:

@@ -11,28 +11,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from lepton_compiler.ir import Graph, Node, TensorType, Value
-from lepton_compiler.pass_manager import Pass, PassContext, PassResult, register_pass
+from lepton_compiler.ir import Node, TensorType, Value
+from lepton_compiler.pass_manager import NodePass, PassContext, register_pass
 
 
 @register_pass
-class ShapeFoldingPass(Pass):
+class ShapeFoldingPass(NodePass):
     """Replace Shape/Size/Gather-of-Shape by constants where the dims are static."""
 
     name = "shape_folding"
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        changed = False
-        for g in [graph, *graph.subgraphs_recursive()]:
-            for node in g:
-                value = _fold(node)
-                if value is not None:
-                    _replace(node, value)
-                    changed = True
-        if changed:
-            for g in [graph, *graph.subgraphs_recursive()]:
-                g.remove_unused_constants()
-        return PassResult(graph, changed)
+    def visit(self, node: Node, ctx: PassContext) -> bool:
+        value = _fold(node)
+        if value is None:
+            return False
+        _replace(node, value)
+        return True
 
 
 def _dims(v: Value | None) -> tuple | None:
