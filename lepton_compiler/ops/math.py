@@ -11,6 +11,7 @@ from ._kernel_adapter import adapt
 from .registry import override
 
 override("MatMul", category="complex", reference=adapt(kernels.matmul))
+override("Erf", category="elementwise", reference=adapt(kernels.erf))
 override("Gemm", category="complex", reference=adapt(kernels.gemm))
 for _op in ("MatMulInteger", "Einsum", "Det"):
     override(_op, category="complex")
@@ -22,7 +23,7 @@ for _op in ("Sub", "Div", "Pow", "Mod", "Greater", "Less", "GreaterOrEqual", "Le
             "BitShift", "Where", "Clip"):  # fmt: skip
     override(_op, category="broadcast")
 for _op in ("Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign",
-            "Erf", "Tanh", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh",
+            "Tanh", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh",
             "Acosh", "Atanh", "Not", "BitwiseNot", "IsNaN", "IsInf", "Cast", "CastLike",
             "Identity"):  # fmt: skip
     override(_op, category="elementwise")

@@ -22,6 +22,7 @@ computed in float32. This package imports only numpy.
 from __future__ import annotations
 
 from .conv import conv, conv_transpose
+from .elementwise import erf
 from .gemm import gemm, matmul
 from .norm import batch_normalization
 from .pool import average_pool, global_average_pool, global_max_pool, max_pool
@@ -31,6 +32,7 @@ __all__ = [
     "batch_normalization",
     "conv",
     "conv_transpose",
+    "erf",
     "gemm",
     "global_average_pool",
     "global_max_pool",
