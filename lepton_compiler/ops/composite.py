@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Node, Shape, TensorType, Value, ValueType
+from . import kernels
 from .registry import define
 
 # -- shape helpers ------------------------------------------------------------------------------
@@ -77,21 +78,15 @@ def _compute_dtype(x: np.ndarray) -> np.dtype:
 # -- activations --------------------------------------------------------------------------------
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    try:
-        from scipy.special import erf  # optional; much faster than math.erf per element
-    except ImportError:
-        return np.vectorize(math.erf, otypes=[np.float64])(x)
-    return erf(x)
-
-
 def _gelu(node: Node, inputs: list[Any], scope: Mapping[Value, Any]) -> list[Any]:
     x = np.asarray(inputs[0])
     t = x.astype(np.float64)
     if node.attrs.get("approximate", "none") == "tanh":
         y = 0.5 * t * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (t + 0.044715 * t**3)))
     else:
-        y = 0.5 * t * (1.0 + _erf(t / math.sqrt(2.0)))
+        # erf in x's own precision, as the decomposed graph (Div, Erf) computes it
+        scaled = (t / math.sqrt(2.0)).astype(x.dtype)
+        y = 0.5 * t * (1.0 + kernels.erf([scaled], {}, 0)[0].astype(np.float64))
     return [y.astype(x.dtype)]
 
 
