@@ -11,18 +11,16 @@ The steps are the data flow of the design, each timed in the compile report:
    silently replaced.
 
 Arguments are validated before anything is imported, so a typo in a backend or target name
-fails at once.
+fails at once. Targets are parsed by `lepton_compiler.targets.target.parse_target` (standard
+library only, so importing this module stays cheap).
 """
 
 from __future__ import annotations
 
 import os
-import platform
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +34,7 @@ from .pass_manager import (
     PassResult,
     Sequential,
 )
+from .targets.target import Target, parse_target
 
 if TYPE_CHECKING:
     from .ir import Graph
@@ -45,74 +44,6 @@ if TYPE_CHECKING:
 AVAILABLE_BACKENDS = ("reference",)
 #: Backends that are planned but not built yet.
 PLANNED_BACKENDS = ("tvm", "numba")
-
-#: Architecture names accepted in target strings, and the architecture each one means.
-_ARCHES = {
-    "host": "host",
-    "x86": "x86_64", "x86_64": "x86_64", "x64": "x86_64", "amd64": "x86_64",
-    "arm": "aarch64", "arm64": "aarch64", "aarch64": "aarch64",
-    "cuda": "cuda",
-}  # fmt: skip
-_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    """A parsed target string such as ``"x86:avx512,vnni"``.
-
-    Attributes:
-        text: the string as given (normalized to lower case, without spaces).
-        arch: ``x86_64``, ``aarch64``, ``cuda``, or ``host``'s architecture.
-        features: the features listed after the colon.
-    """
-
-    text: str
-    arch: str
-    features: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        """The form `PassContext.target` holds."""
-        return {"spec": self.text, "arch": self.arch, "features": list(self.features)}
-
-
-def parse_target(target: str) -> TargetSpec:
-    """Parse ``ARCH[:FEATURE,FEATURE...]``.
-
-    Architectures: ``host``, ``x86`` (``x86_64``), ``arm`` (``aarch64``, ``arm64``), ``cuda``.
-    Features are checked for syntax only (``avx512``, ``neon``, ``sm_80``, ...).
-
-    Raises:
-        LeptonError: the string is empty, names an unknown architecture, or has an empty or
-            malformed feature.
-    """
-    if not isinstance(target, str) or not target.strip():
-        raise LeptonError(f"target must be a non-empty string such as 'host', got {target!r}")
-    text = target.strip().lower().replace(" ", "")
-    arch_name, _, rest = text.partition(":")
-    if arch_name not in _ARCHES:
-        known = ", ".join(sorted(_ARCHES))
-        raise LeptonError(
-            f"unknown target architecture {arch_name!r} in target {target!r}; known: {known} "
-            "(examples: 'host', 'x86:avx512,vnni', 'arm:neon,dotprod', 'cuda:sm_80')"
-        )
-    features: tuple[str, ...] = ()
-    if ":" in text:
-        features = tuple(rest.split(","))
-        bad = [f for f in features if not _FEATURE.match(f)]
-        if bad:
-            raise LeptonError(
-                f"malformed feature(s) {bad} in target {target!r}; features are comma-separated "
-                "names such as 'avx512', 'neon' or 'sm_80'"
-            )
-    arch = _ARCHES[arch_name]
-    if arch == "host":
-        arch = _host_arch()
-    return TargetSpec(text, arch, features)
-
-
-def _host_arch() -> str:
-    machine = platform.machine().lower()
-    return _ARCHES.get(machine, machine or "unknown")
 
 
 def check_backend(backend: str) -> str:
@@ -147,7 +78,7 @@ def check_opt_level(opt_level: int) -> int:
 
 def compile(
     model: str | os.PathLike[str] | bytes | Any,
-    target: str = "host",
+    target: str | Target = "host",
     backend: str = "reference",
     opt_level: int = 2,
     *,
@@ -165,8 +96,11 @@ def compile(
     Args:
         model: a path to an ``.onnx`` file, the serialized bytes, an ``onnx.ModelProto``, or
             an IR `Graph` (used as is, and edited by the passes).
-        target: where the model will run: ``"host"``, ``"x86"``, ``"x86:avx512,vnni"``,
-            ``"arm:neon,dotprod"``, ``"cuda:sm_80"``.
+        target: where the model will run: a `Target`, or a target text parsed by
+            `parse_target`: ``"host"``, ``"x86"``, ``"x86:avx512,vnni"``,
+            ``"arm:neon,dotprod"``, ``"cuda:sm_80"``, ``"x86:avx2@cpu=haswell/threads=4"``.
+            The model records the text as given (spaces removed, lower case); passes see
+            ``Target.to_dict()`` in `PassContext.target`.
         backend: ``"reference"`` (the reference interpreter). ``"tvm"`` and ``"numba"`` are
             planned and raise `LeptonError` until they exist.
         opt_level: 0 (no passes) to 3.
@@ -190,7 +124,11 @@ def compile(
             `VerificationError`, `LoweringError`.
     """
     backend = check_backend(backend)
-    spec = parse_target(target)
+    if isinstance(target, Target):
+        spec, target_text = target, str(target)
+    else:
+        spec = parse_target(target)
+        target_text = "".join(target.split()).lower()
     opt_level = check_opt_level(opt_level)
     say = _progress_printer(bool(progress))
     timings: dict[str, float] = {}
@@ -219,7 +157,7 @@ def compile(
         instruments.append(DumpIR(Path(dump_ir)))
     ctx = PassContext(
         opt_level=opt_level,
-        target=spec.as_dict(),
+        target=spec.to_dict(),
         instruments=instruments,
         disabled=set(disabled_passes),
         options=dict(pass_options or {}),
@@ -238,12 +176,12 @@ def compile(
     verify(graph)
     timings["verify"] = time.perf_counter() - start
 
-    say(f"compiling for backend {backend}, target {spec.text}")
+    say(f"compiling for backend {backend}, target {spec}")
     start = time.perf_counter()
     report = CompileReport(
         model_name=_model_name(model, graph),
         backend=backend,
-        target=spec.text,
+        target=target_text,
         opt_level=opt_level,
         passes=recorder.records,
         op_counts_before=before,
@@ -257,7 +195,9 @@ def compile(
         kernels_after=len(graph),
         fused_groups=fused_groups_summary(graph),
     )
-    compiled = CompiledModel(graph, report, backend=backend, target=spec.text, opt_level=opt_level)
+    compiled = CompiledModel(
+        graph, report, backend=backend, target=target_text, opt_level=opt_level
+    )
     timings["compile"] = time.perf_counter() - start
     report.timings = timings
     say(f"done in {report.total_seconds:.2f} s")
