@@ -135,10 +135,9 @@ def compile(
 
     from .frontend.onnx import import_any
     from .ir import Graph, verify
-    from .passes.fusion.group import fused_groups_summary
     from .pipeline import run_pipeline
     from .runtime.compiled_model import CompiledModel
-    from .runtime.report import CompileReport
+    from .runtime.report import CompileReport, fused_groups_summary
 
     if input_shapes and isinstance(model, Graph):
         raise LeptonError("input_shapes applies to ONNX models, not to an IR Graph")

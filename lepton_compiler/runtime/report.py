@@ -8,7 +8,10 @@ a dict (`to_dict` / `from_dict`) so a loaded model reports what its compilation 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..ir import Graph
 
 
 @dataclass
@@ -113,6 +116,21 @@ class CompileReport:
         if self.notes:
             lines += ["import notes:", *(f"  - {n}" for n in self.notes)]
         return "\n".join(lines)
+
+
+def fused_groups_summary(graph: Graph) -> list[dict[str, Any]]:
+    """One entry per fused group of the graph: ``name``, ``anchor`` op, ``epilogue`` ops and
+    ``bytes_saved`` (intermediate tensor bytes that never leave the kernel)."""
+    out = []
+    for n in graph:
+        if n.op == "lepton.Fused":
+            out.append({
+                "name": n.name,
+                "anchor": n.attrs.get("anchor"),
+                "epilogue": list(n.attrs.get("epilogue", [])),
+                "bytes_saved": int(n.meta.get("bytes_saved", 0)),
+            })
+    return out
 
 
 def format_bytes(n: int) -> str:

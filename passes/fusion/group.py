@@ -190,16 +190,3 @@ def _internal_bytes(group: _Group, outputs: set[Value]) -> int:
                 total += o.type.nbytes
     return total
 
-
-def fused_groups_summary(graph: Graph) -> list[dict[str, object]]:
-    """One entry per fused group: anchor op, epilogue ops, intermediate bytes kept on chip."""
-    out = []
-    for n in graph:
-        if n.op == "lepton.Fused":
-            out.append({
-                "name": n.name,
-                "anchor": n.attrs.get("anchor"),
-                "epilogue": list(n.attrs.get("epilogue", [])),
-                "bytes_saved": int(n.meta.get("bytes_saved", 0)),
-            })
-    return out

@@ -7,7 +7,8 @@ import pytest
 
 from lepton_compiler.interpreter import run_graph
 from lepton_compiler.pass_manager import PassContext
-from lepton_compiler.passes.fusion.group import GroupFusionPass, fused_groups_summary
+from lepton_compiler.passes.fusion.group import GroupFusionPass
+from lepton_compiler.runtime.report import fused_groups_summary
 from lepton_compiler.testing import assert_equivalent, graph_from_text, op_list
 
 HEADER = '<ir_version: 8, opset_import: ["" : 18]>\n'
