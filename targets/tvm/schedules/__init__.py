@@ -1,0 +1,1 @@
+"""Hand schedule templates, one module per kernel family and target."""
