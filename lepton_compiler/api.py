@@ -6,9 +6,10 @@ The steps are the data flow of the design, each timed in the compile report:
    shape inference);
 2. optimize: the pass pipeline for the opt level (`pipeline.run_pipeline`);
 3. verify: the IR's invariants (`ir.verify`);
-4. compile: the backend builds an executor. Today only the ``reference`` backend exists (the
-   reference interpreter); ``tvm`` and ``numba`` are refused with a clear error rather than
-   silently replaced.
+4. compile: the backend builds an executor: ``reference`` (the reference interpreter) or
+   ``tvm`` (`targets.tvm.executor.TvmExecutor`: TVM kernels for fused conv groups, reference
+   kernels elsewhere; needs ``apache-tvm``). ``numba`` is refused with a clear error rather
+   than silently replaced, as is ``tvm`` when TVM is not installed.
 
 Arguments are validated before anything is imported, so a typo in a backend or target name
 fails at once. Targets are parsed by `lepton_compiler.targets.target.parse_target` (standard
@@ -17,9 +18,11 @@ library only, so importing this module stays cheap).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,18 +43,34 @@ if TYPE_CHECKING:
     from .ir import Graph
     from .runtime.compiled_model import CompiledModel
 
-#: Backends that can build models today.
-AVAILABLE_BACKENDS = ("reference",)
+#: Backends that can build models today (``tvm`` only where `tvm_available`).
+AVAILABLE_BACKENDS = ("reference", "tvm")
 #: Backends that are planned but not built yet.
-PLANNED_BACKENDS = ("tvm", "numba")
+PLANNED_BACKENDS = ("numba",)
+#: The install hint for the TVM backend.
+TVM_INSTALL_HINT = "pip install 'lepton-compiler[tvm]'"
+
+
+def tvm_available() -> bool:
+    """True when ``import tvm`` can work (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("tvm") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_backend(backend: str) -> str:
     """Return `backend` if it can build models now.
 
     Raises:
-        LeptonError: the backend is planned but not available yet, or unknown.
+        LeptonError: the backend is planned but not available yet, needs a package that is
+            not installed (``tvm``), or is unknown.
     """
+    if backend == "tvm" and not tvm_available():
+        raise LeptonError(
+            f"backend 'tvm' is not available: TVM is not installed; install it with "
+            f"{TVM_INSTALL_HINT} (or use the 'reference' backend)"
+        )
     if backend in AVAILABLE_BACKENDS:
         return backend
     if backend in PLANNED_BACKENDS:
@@ -101,8 +120,10 @@ def compile(
             ``"arm:neon,dotprod"``, ``"cuda:sm_80"``, ``"x86:avx2@cpu=haswell/threads=4"``.
             The model records the text as given (spaces removed, lower case); passes see
             ``Target.to_dict()`` in `PassContext.target`.
-        backend: ``"reference"`` (the reference interpreter). ``"tvm"`` and ``"numba"`` are
-            planned and raise `LeptonError` until they exist.
+        backend: ``"reference"`` (the reference interpreter) or ``"tvm"`` (TVM kernels for
+            fused conv groups and lone convs, reference kernels for the other ops, listed in
+            ``report.fallbacks``; needs apache-tvm). ``"numba"`` is planned and raises
+            `LeptonError` until it exists.
         opt_level: 0 (no passes) to 3.
         simplify: run onnxsim during import.
         input_shapes: new shapes for some inputs, e.g. ``{"image": ["batch", 3, 224, 224]}``.
@@ -194,13 +215,46 @@ def compile(
         kernels_after=len(graph),
         fused_groups=fused_groups_summary(graph),
     )
+    executor = None
+    if backend == "tvm":
+        executor = build_tvm_executor(graph, spec, report)
     compiled = CompiledModel(
-        graph, report, backend=backend, target=target_text, opt_level=opt_level
+        graph, report, backend=backend, target=target_text, opt_level=opt_level, executor=executor
     )
     timings["compile"] = time.perf_counter() - start
     report.timings = timings
     say(f"done in {report.total_seconds:.2f} s")
     return compiled
+
+
+def build_tvm_executor(graph: Graph, spec: Target, report: Any = None) -> Any:
+    """Build the TVM executor for `graph` (kernels built now); record its fallbacks in
+    `report` and warn once about them.
+
+    Raises:
+        LeptonError: TVM is not installed, or the target is not a CPU target.
+    """
+    check_backend("tvm")
+    if not spec.is_cpu:
+        raise LeptonError(f"the tvm backend runs on CPU targets only for now, got {spec}")
+    from .targets.tvm.executor import TvmExecutor
+
+    executor = TvmExecutor(graph, spec)
+    share = f"{executor.native_flops_share:.1%}"
+    if report is not None:
+        report.fallbacks = list(executor.fallbacks)
+        report.notes.append(
+            f"tvm: {executor.num_kernels} TVM kernels; {share} of Conv/MatMul/Gemm FLOPs run "
+            "in TVM kernels"
+        )
+    if executor.fallbacks:
+        warnings.warn(
+            f"tvm backend: {len(executor.fallbacks)} op kind(s) run with reference kernels: "
+            f"{', '.join(executor.fallbacks)} ({share} of Conv/MatMul/Gemm FLOPs in TVM "
+            "kernels)",
+            stacklevel=3,
+        )
+    return executor
 
 
 class _PassRecorder(Instrument):

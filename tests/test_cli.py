@@ -256,7 +256,7 @@ def test_unwritable_output(model_path: Path, capsys: pytest.CaptureFixture[str])
 def test_planned_backend(
     model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli.main([str(model_path), "-o", str(tmp_path / "o"), "--backend", "tvm"])
+    code = cli.main([str(model_path), "-o", str(tmp_path / "o"), "--backend", "numba"])
     assert_clean_error(code, capsys.readouterr().err, "not available yet")
 
 

@@ -7,6 +7,9 @@ Layout of an artifact directory::
                       creation time, compile report, sha256 of every payload file
       model.onnx      the compiled IR, exported as ONNX (plus model.onnx.data above 1.8 GB)
 
+A ``tvm`` artifact (``backend: tvm`` in the manifest) stores the same IR and no built library:
+its kernels are rebuilt from the IR when it is loaded (which needs TVM installed).
+
 Writes are atomic: everything is written to a hidden temporary sibling directory, which is
 renamed into place only when complete; an existing artifact is replaced only after its
 successor is complete. On any failure the temporary directory is removed and the previous
@@ -40,8 +43,8 @@ FORMAT_VERSION = 1
 FORMAT_NAME = "lepton-artifact"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
-#: Backends whose artifacts this build can run.
-_RUNNABLE_BACKENDS = ("reference",)
+#: Backends whose artifacts this build can run (``tvm`` only with TVM installed).
+_RUNNABLE_BACKENDS = ("reference", "tvm")
 
 
 def save_artifact(model: CompiledModel, path: str | os.PathLike[str]) -> Path:
@@ -94,6 +97,12 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
     root = Path(os.fspath(path)).expanduser()
     manifest = read_manifest(root)
     backend = manifest["backend"]
+    if backend == "tvm" and not _tvm_available():
+        raise ArtifactError(
+            f"artifact {root} was built by the 'tvm' backend, whose kernels are rebuilt at "
+            "load time, but TVM is not installed: install it with "
+            "pip install 'lepton-compiler[tvm]', or recompile the model for another backend"
+        )
     if backend not in _RUNNABLE_BACKENDS:
         raise ArtifactError(
             f"artifact {root} was built by the {backend!r} backend, which this installation "
@@ -113,16 +122,42 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
 
     from .compiled_model import CompiledModel
 
+    executor = None
+    if backend == "tvm":
+        executor = _rebuild_tvm(root, graph, manifest["target"])
     model = CompiledModel(
         graph,
         report,
         backend=backend,
         target=manifest["target"],
         opt_level=manifest["opt_level"],
+        executor=executor,
         metadata=manifest,
     )
     _check_signature(root, model, manifest)
     return model
+
+
+def _tvm_available() -> bool:
+    from ..api import tvm_available
+
+    return tvm_available()
+
+
+def _rebuild_tvm(root: Path, graph: Any, target: str) -> Any:
+    """Rebuild the TVM kernels of a ``tvm`` artifact from its IR (no library is stored)."""
+    import warnings
+
+    from ..api import build_tvm_executor
+    from ..targets.target import parse_target
+
+    try:
+        spec = parse_target(target)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fallbacks were reported at compile time
+            return build_tvm_executor(graph, spec)
+    except LeptonError as e:
+        raise ArtifactError(f"artifact {root}: cannot rebuild its TVM kernels: {e}") from e
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

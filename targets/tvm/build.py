@@ -1,41 +1,54 @@
-"""Build a fused group into a callable kernel: lower to TE, apply our schedule, `tvm.compile`.
+"""Build a fused group into a callable kernel: plan it (`kernels.plan_group`), schedule it,
+`tvm.compile` it, and cache the result.
 
 `build_group(fused_node, target_dict)` returns a `GroupKernel` that runs on numpy arrays (all of
-the fused node's inputs, in order; it picks the ones the kernel reads). Kernels are cached in
-memory by (computation key, schedule config, target), so layers of the same shape share one
-build.
+the fused node's inputs, in order; it picks the ones the kernel reads).
+
+Two caches, both keyed by the plan's key (shapes, attributes, ops, schedule config), the
+target, and a hash of this package's source (so editing a schedule never serves stale code):
+
+- in memory: layers of the same shape share one build;
+- on disk (`kernel_cache_dir`, default ``~/.cache/lepton/tvm``, ``LEPTON_CACHE_DIR`` moves
+  it, ``LEPTON_CACHE_DIR=off`` turns it off): each built kernel is exported as a shared
+  library, so a second compile of a model, in any process, skips scheduling and LLVM.
+  Writes are atomic (a temporary file renamed into place).
+
+Extra read-only *stores* (``stores=``) are searched first: a saved artifact's kernel folder
+is one, which is how `lepton_compiler.load` runs a TVM model without compiling anything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tvm
-from tvm import s_tir
 
 from lepton_compiler.ir import Node
 
-from .schedules.x86_conv import (
-    ConvConfig,
-    choose_config,
-    flat_config_possible,
-    row_width,
-    rows_config_possible,
-    schedule_conv_group,
-    vector_lanes,
-)
-from .te_ops import LoweredGroup, LoweringError, conv_workload, lower_group
+from .kernels import KernelPlan, plan_group
+from .te_ops import LoweringError
 
-__all__ = ["GroupKernel", "build_group", "clear_cache", "host_target"]
+__all__ = [
+    "GroupKernel",
+    "build_group",
+    "clear_cache",
+    "host_target",
+    "kernel_cache_dir",
+    "source_hash",
+]
 
-_CACHE: dict[tuple[Any, ...], GroupKernel] = {}
+_CACHE: dict[str, GroupKernel] = {}
 _LOCK = threading.Lock()
+_SOURCE_HASH: str | None = None
 
 
 def host_target(num_cores: int | None = None) -> dict[str, Any]:
@@ -48,6 +61,29 @@ def _has_system_cpu() -> bool:
     return hasattr(tvm.target.codegen, "llvm_get_system_cpu")
 
 
+def source_hash() -> str:
+    """A hash of every Python file of this package and of TVM's version: part of every
+    cache key."""
+    global _SOURCE_HASH
+    if _SOURCE_HASH is None:
+        h = hashlib.sha256(str(tvm.__version__).encode())
+        root = Path(__file__).resolve().parent
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+        _SOURCE_HASH = h.hexdigest()[:16]
+    return _SOURCE_HASH
+
+
+def kernel_cache_dir() -> Path | None:
+    """The on-disk kernel cache folder, or None when ``LEPTON_CACHE_DIR=off``."""
+    env = os.environ.get("LEPTON_CACHE_DIR", "")
+    if env.lower() in ("off", "0", "none", "false"):
+        return None
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "lepton"
+    return base / "tvm"
+
+
 @dataclass
 class GroupKernel:
     """A built kernel for one fused group.
@@ -56,11 +92,17 @@ class GroupKernel:
         func: the compiled PrimFunc, called as ``func(*params, *outputs)`` on tvm tensors.
         input_indices: which of the fused node's inputs are kernel parameters, in order.
         param_shapes: the shapes the kernel declares for them (a flat-layout kernel declares
-            ``[..., H*W]`` for NCHW tensors: same memory, reshaped on the way in).
-        output_shapes: shapes of the outputs in the IR (float32).
+            ``[..., H*W]`` for NCHW tensors: same memory, reshaped on the way in; a packed
+            parameter has its packed shape).
+        output_shapes: shapes of the outputs in the IR.
         kernel_output_shapes: the shapes the kernel writes (same memory).
-        config: the conv schedule config, None for non-conv groups.
+        config: the schedule config, if the family has one.
         device: the device the kernel runs on.
+        digest: the cache key's hash (names the kernel's library file).
+        family: the kernel family's name.
+        packs: parameter position -> NumPy transform into the declared layout.
+        module: the runtime module holding `func` (exported into artifacts).
+        from_disk: True when the machine code came from a cache or store, not from LLVM.
     """
 
     func: Any
@@ -68,9 +110,29 @@ class GroupKernel:
     param_shapes: list[tuple[int, ...]]
     output_shapes: list[tuple[int, ...]]
     kernel_output_shapes: list[tuple[int, ...]]
-    config: ConvConfig | None
+    config: Any
     device: Any
-    source_key: tuple[Any, ...]
+    digest: str
+    family: str = ""
+    packs: dict[int, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    param_dtypes: list[str] = field(default_factory=list)
+    output_dtypes: list[str] = field(default_factory=list)
+    module: Any = None
+    from_disk: bool = False
+
+    @property
+    def source_key(self) -> str:
+        """Same as `digest` (kernels with equal keys are one object)."""
+        return self.digest
+
+    def convert(self, pos: int, value: Any) -> np.ndarray:
+        """Parameter `pos` as the kernel wants it: dtype, packed layout, declared shape."""
+        dtype = self.param_dtypes[pos] if self.param_dtypes else "float32"
+        arr = np.asarray(value)
+        pack = self.packs.get(pos)
+        if pack is not None:
+            arr = pack(arr)
+        return np.ascontiguousarray(arr, dtype).reshape(self.param_shapes[pos])
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Run on numpy arrays: every input of the fused node, in the node's order."""
@@ -81,43 +143,47 @@ class GroupKernel:
 
     def empty_outputs(self) -> list[Any]:
         """Fresh output tensors on the kernel's device (in the kernel's shapes)."""
-        return [tvm.runtime.empty(s, "float32", self.device) for s in self.kernel_output_shapes]
+        dts = self.output_dtypes or ["float32"] * len(self.kernel_output_shapes)
+        return [
+            tvm.runtime.empty(s, dt, self.device)
+            for s, dt in zip(self.kernel_output_shapes, dts, strict=True)
+        ]
 
     def prepare(self, inputs: Sequence[np.ndarray]) -> list[Any]:
         """Device tensors for the kernel's parameters, then outputs (for timing loops)."""
         args = [
-            tvm.runtime.tensor(
-                np.ascontiguousarray(inputs[i], np.float32).reshape(shape), self.device
-            )
-            for i, shape in zip(self.input_indices, self.param_shapes, strict=True)
+            tvm.runtime.tensor(self.convert(pos, inputs[i]), self.device)
+            for pos, i in enumerate(self.input_indices)
         ]
         return [*args, *self.empty_outputs()]
 
 
 def clear_cache() -> None:
-    """Forget every built kernel."""
+    """Forget every kernel built in this process (the disk cache stays)."""
     with _LOCK:
         _CACHE.clear()
 
 
-def _target_key(target: Mapping[str, Any]) -> str:
-    return json.dumps(dict(target), sort_keys=True, default=str)
+def _digest(plan: KernelPlan, tdict: Mapping[str, Any]) -> str:
+    text = json.dumps(
+        [repr(plan.key), plan.family, dict(tdict), source_hash()], sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _anchor_conv(fused: Node) -> Node | None:
-    if fused.op != "lepton.Fused":
-        return fused if fused.op == "Conv" else None
-    return next((n for n in fused.attrs["body"] if n.op == "Conv"), None)
-
-
-def build_group(fused: Node, target: Mapping[str, Any] | None = None) -> GroupKernel:
-    """Lower, schedule and compile one fused group (cached in memory).
+def build_group(
+    fused: Node,
+    target: Mapping[str, Any] | None = None,
+    stores: Sequence[Path] = (),
+) -> GroupKernel:
+    """Plan, schedule and compile one fused group (cached in memory and on disk).
 
     Args:
-        fused: a ``lepton.Fused`` node whose body is a Conv with an element-wise epilogue, or
-            only element-wise ops.
+        fused: a ``lepton.Fused`` node whose anchor some kernel family owns.
         target: a TVM target dict, e.g. ``{"kind": "llvm", "mcpu": "sapphirerapids",
             "num-cores": 2}``; default: `host_target()`.
+        stores: extra folders of prebuilt kernel libraries (``<digest>.so``), searched
+            before the cache.
 
     Returns:
         The kernel; call it with the fused node's inputs as numpy arrays.
@@ -129,75 +195,82 @@ def build_group(fused: Node, target: Mapping[str, Any] | None = None) -> GroupKe
         raise LoweringError(f"build_group expects a lepton.Fused node, got {fused.op}")
     tdict = dict(target) if target is not None else host_target()
     tgt = tvm.target.Target(tdict)
-    lanes = vector_lanes(tgt)
-    lg, cfg = _lower(fused, lanes)
-    key = (lg.key, cfg, _target_key(tdict))
+    plan = plan_group(fused, tgt)
+    digest = _digest(plan, tdict)
     with _LOCK:
-        hit = _CACHE.get(key)
+        hit = _CACHE.get(digest)
     if hit is not None:
         return hit
-    if cfg is not None:
-        sch = schedule_conv_group(lg, cfg)
-    else:
-        sch = schedule_elementwise_group(lg, lanes)
-    lib = tvm.compile(sch.mod, target=tgt)
+    module, from_disk = _load_prebuilt(digest, stores)
+    if module is None:
+        sch = plan.make()
+        mod = getattr(sch, "mod", sch)
+        module = tvm.compile(mod, target=tgt)
+        _store(module, digest)
     kernel = GroupKernel(
-        func=lib["main"],
-        input_indices=lg.input_indices,
-        param_shapes=[tuple(int(d) for d in t.shape) for t in lg.params],
-        output_shapes=lg.output_shapes,
-        kernel_output_shapes=[tuple(int(d) for d in t.shape) for t in lg.outputs],
-        config=cfg,
+        func=module["main"],
+        input_indices=plan.input_indices,
+        param_shapes=plan.param_shapes,
+        output_shapes=plan.output_shapes,
+        kernel_output_shapes=plan.kernel_output_shapes,
+        config=plan.config,
         device=tvm.cpu(0),
-        source_key=key,
+        digest=digest,
+        family=plan.family,
+        packs=plan.packs,
+        param_dtypes=plan.param_dtypes or ["float32"] * len(plan.param_shapes),
+        output_dtypes=plan.output_dtypes or ["float32"] * len(plan.kernel_output_shapes),
+        module=module,
+        from_disk=from_disk,
     )
     with _LOCK:
-        _CACHE[key] = kernel
+        _CACHE[digest] = kernel
     return kernel
 
 
-def _lower(fused: Node, lanes: int) -> tuple[LoweredGroup, ConvConfig | None]:
-    """Lower the group: flat layout for direct convs where possible, by rows where the output
-    width is whole vectors or rounds up to them with little waste (`rows_config_possible`),
-    else the general flattened form."""
-    conv = _anchor_conv(fused)
-    if conv is None:
-        return lower_group(fused), None
-    wl = conv_workload(conv)
-    if flat_config_possible(wl, lanes):
-        cfg = choose_config(wl, lanes, flat=True)
+def _load_prebuilt(digest: str, stores: Sequence[Path]) -> tuple[Any, bool]:
+    cache = kernel_cache_dir()
+    for folder in [*stores, *([cache] if cache is not None else [])]:
+        path = Path(folder) / f"{digest}.so"
+        if path.is_file():
+            try:
+                return tvm.runtime.load_module(str(path)), True
+            except Exception:  # a damaged cache entry: rebuild it
+                continue
+    return None, False
+
+
+def _store(module: Any, digest: str) -> None:
+    """Export `module` into the disk cache (atomically; failures only cost a rebuild)."""
+    cache = kernel_cache_dir()
+    if cache is None:
+        return
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache, prefix=".tmp-")
+        os.close(fd)
         try:
-            return lower_group(fused, cfg.p_align, flat=True), cfg
-        except LoweringError:
-            pass  # e.g. an epilogue operand that broadcasts along one spatial dim only
-    if rows_config_possible(wl, lanes):
-        cfg = choose_config(wl, lanes, rows=True)
-        return lower_group(fused, rows=True, row_width=row_width(wl, lanes)), cfg
-    cfg = choose_config(wl, lanes)
-    return lower_group(fused, cfg.p_align), cfg
+            module.export_library(tmp)
+            os.replace(tmp, cache / f"{digest}.so")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass
 
 
-def schedule_elementwise_group(lg: LoweredGroup, lanes: int) -> s_tir.Schedule:
-    """A plain schedule for a group without an anchor: one parallel, vectorized loop per
-    output."""
-    sch = s_tir.Schedule(lg.prim_func())
-    out_names = {t.op.name for t in lg.outputs}
-    for name in lg.stage_names:
-        if name not in out_names:
-            sch.compute_inline(sch.get_sblock(name))
-    for name in lg.stage_names:
-        if name not in out_names:
-            continue
-        blk = sch.get_sblock(name)
-        loops = sch.get_loops(blk)
-        if not loops:
-            continue
-        fused = sch.fuse(*loops)
-        total = int(sch.get(fused).extent)
-        if total % lanes == 0 and total >= lanes:
-            outer, inner = sch.split(fused, [None, lanes])
-            sch.vectorize(inner)
-            sch.parallel(outer)
-        else:
-            sch.parallel(fused)
-    return sch
+def export_kernel(kernel: GroupKernel, folder: Path) -> Path:
+    """Write `kernel`'s library into `folder` as ``<digest>.so`` (copied from the cache when
+    it is there) and return its path."""
+    dest = Path(folder) / f"{kernel.digest}.so"
+    if dest.exists():
+        return dest
+    cache = kernel_cache_dir()
+    src = cache / f"{kernel.digest}.so" if cache is not None else None
+    if src is not None and src.is_file():
+        import shutil
+
+        shutil.copyfile(src, dest)
+    else:
+        kernel.module.export_library(str(dest))
+    return dest

@@ -1,6 +1,6 @@
 """x86 schedule for a fused conv group (Conv NCHW fp32 + bias + ReLU/Clip + residual Add).
 
-Three forms, picked by `build._lower` (all keep the kernel interface NCHW):
+Three forms, picked by `kernels.conv.lower_conv` (all keep the kernel interface NCHW):
 
 - **flattened** (general; `te_ops.conv2d_nchw`): ``xph`` -> ``conv_flat`` -> ``conv_crop``
   -> epilogue.

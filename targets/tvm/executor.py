@@ -1,0 +1,426 @@
+"""`TvmExecutor`: run a compiled graph with TVM kernels where we have them, reference kernels
+elsewhere (first executor slice; a Relax module gluing the kernels comes later).
+
+At construction the top-level graph is walked in order. Each `lepton.Fused` group that
+`build.build_group` supports, and each lone ``Conv`` (wrapped as a one-node group), becomes a
+TVM kernel built with our own schedule; every other node is a *fallback* that runs its op's
+reference kernel, exactly as the interpreter does. `TvmExecutor.run` then executes node by
+node with NumPy arrays between kernels and drops intermediates after their last use (like
+`interpreter.run_subgraph`).
+
+Memory: every kernel owns persistent TVM tensors, allocated once at construction (fresh
+allocations per call cost page faults that more than doubled ResNet-50's run time). Weights
+(constant inputs) are copied into them once; a kernel's outputs are handed on as zero-copy
+NumPy views of its output tensors, and a kernel that reads another kernel's output gets a
+zero-copy TVM view of it (reshaped for flat layouts); only values made by reference kernels
+or fed by the caller are copied into a kernel's staging tensor. Graph outputs are copied out,
+so results stay valid after the next `TvmExecutor.run`. Because the buffers are shared, `run`
+holds a lock (calls from several threads run one at a time).
+
+BLAS: while `run` executes, the OpenBLAS library NumPy loaded (when found) is set to one
+thread and restored afterwards. Its worker threads otherwise keep spinning after a reference
+kernel's matrix product and starve TVM's workers: ResNet-50 ran at 135 ms instead of 53 ms on
+2 cores because of the classifier Gemm of the previous run.
+
+Threads: the target's thread count is applied with ``TVM_NUM_THREADS`` (set in the environment
+when not already set, before the TVM thread pool starts) and with TVM's
+``runtime.config_threadpool`` (which resizes the pool of the calling thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lepton_compiler.errors import InputError, LeptonError, LoweringError
+from lepton_compiler.ir import Graph, Node, TensorType, Value
+from lepton_compiler.ops.registry import lookup_node
+
+__all__ = ["TvmExecutor", "model_flops"]
+
+#: Ops whose FLOPs `native_flops_share` counts.
+_FLOP_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def _configure_threads(threads: int) -> None:
+    """Use `threads` TVM worker threads (see the module docstring)."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    import tvm
+
+    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+    if config is not None:
+        config(1, int(threads))  # mode 1: "big" cores, i.e. all of them on x86
+
+
+@dataclass
+class _Step:
+    """One top-level node and how it runs."""
+
+    node: Node
+    kernel: Any | None  # GroupKernel, or None for a fallback
+    args: list[Any]  # the kernel's arguments: parameter tensors, then output tensors
+    #: (argument position, graph value, shape) of parameters copied in on every run
+    staged: list[tuple[int, Value, tuple[int, ...]]]
+    out_views: list[np.ndarray]  # NumPy views of the output tensors, in the IR's shapes
+
+
+class TvmExecutor:
+    """Runs a graph with TVM kernels for supported groups and reference kernels elsewhere.
+
+    Attributes:
+        graph: the graph it runs (top level).
+        target_dict: the TVM target dict the kernels were built for.
+        fallbacks: ``"<op> ×<count> (reference kernel)"`` per op that runs without a TVM
+            kernel, most frequent first.
+        native_flops_share: the share of the graph's Conv/MatMul/Gemm FLOPs (static shapes)
+            that run in TVM kernels; 1.0 when the graph has none.
+        build_errors: per fallback node that was tried and refused, why (node name -> text).
+    """
+
+    def __init__(self, graph: Graph, target: Any, stores: Sequence[Path] = ()) -> None:
+        """Build every kernel.
+
+        Args:
+            graph: the optimized, verified graph.
+            target: a `lepton_compiler.targets.target.Target` (x86), or a TVM target dict.
+            stores: folders of prebuilt kernel libraries searched first (an artifact's).
+
+        Raises:
+            LeptonError: the target is not a CPU target.
+        """
+        if isinstance(target, Mapping):
+            tdict = dict(target)
+            threads = int(tdict.get("num-cores", os.cpu_count() or 1))
+        else:
+            if not getattr(target, "is_cpu", False):
+                raise LeptonError(f"the TVM executor runs on CPU targets only, got {target}")
+            tdict = target.to_tvm_dict()
+            threads = int(target.threads)
+        _configure_threads(threads)
+        import tvm
+
+        from .build import build_group
+
+        self.graph = graph
+        self.target_dict = tdict
+        self.build_errors: dict[str, str] = {}
+        self._device = tvm.cpu(0)
+        self._steps: list[_Step] = []
+        self._buffers: dict[Value, Any] = {}  # graph value -> the kernel tensor holding it
+        native: Counter[str] = Counter()
+        fallback: Counter[str] = Counter()
+        for node in graph.nodes:
+            kernel = None
+            group_inputs: list[Value] = []
+            group = _as_group(node)
+            if group is not None:
+                group_node, group_inputs = group
+                try:
+                    kernel = build_group(group_node, tdict, stores)
+                except Exception as e:  # LoweringError, or a TVM build failure: fall back
+                    self.build_errors[node.name] = f"{type(e).__name__}: {e}"
+            step = _Step(node, kernel, [], [], [])
+            if kernel is not None:
+                self._plan_kernel(step, [group_inputs[i] for i in kernel.input_indices])
+                native[_label(node)] += 1
+            else:
+                fallback[_label(node)] += 1
+            self._steps.append(step)
+        self.native_ops = dict(native)
+        self.fallbacks = [
+            f"{op} ×{n} (reference kernel)" for op, n in sorted(fallback.items(), key=_by_count)
+        ]
+        total, done = 0, 0
+        for step in self._steps:
+            f = model_flops(step.node)
+            total += f
+            if step.kernel is not None:
+                done += f
+        self.native_flops_share = done / total if total else 1.0
+        self._last_use, self._keep = _liveness(graph)
+        self._lock = threading.Lock()
+
+    def _plan_kernel(self, step: _Step, params: list[Value]) -> None:
+        """Allocate the kernel's persistent tensors (see the module docstring)."""
+        import tvm
+
+        k = step.kernel
+        assert k is not None
+        for pos, (v, shape) in enumerate(zip(params, k.param_shapes, strict=True)):
+            src = self._buffers.get(v)
+            dtype = k.param_dtypes[pos]
+            if v.const is not None:
+                step.args.append(tvm.runtime.tensor(k.convert(pos, v.const), self._device))
+            elif (
+                src is not None
+                and pos not in k.packs
+                and str(src.dtype) == dtype
+                and math.prod(src.shape) == math.prod(shape)
+            ):
+                step.args.append(src._create_view(shape))
+            else:
+                step.args.append(tvm.runtime.empty(shape, dtype, self._device))
+                step.staged.append((pos, v, shape))
+        for v, kshape, shape, dtype in zip(
+            step.node.outputs,
+            k.kernel_output_shapes,
+            k.output_shapes,
+            k.output_dtypes,
+            strict=True,
+        ):
+            buf = tvm.runtime.empty(kshape, dtype, self._device)
+            step.args.append(buf)
+            step.out_views.append(np.from_dlpack(buf).reshape(shape))
+            self._buffers[v] = buf
+
+    @property
+    def kernels(self) -> list[Any]:
+        """The distinct built kernels (`build.GroupKernel`), in first-use order."""
+        seen: dict[str, Any] = {}
+        for s in self._steps:
+            if s.kernel is not None:
+                seen.setdefault(s.kernel.digest, s.kernel)
+        return list(seen.values())
+
+    @property
+    def num_kernels(self) -> int:
+        """Top-level nodes that run as TVM kernels."""
+        return sum(1 for s in self._steps if s.kernel is not None)
+
+    def __call__(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Same as `run` (so the executor is a `CompiledModel` executor callable)."""
+        return self.run(feeds)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the graph.
+
+        Args:
+            feeds: a value for every graph input, by name.
+
+        Returns:
+            Every graph output by name.
+
+        Raises:
+            InputError: an input is missing.
+            LoweringError: a reference kernel failed.
+        """
+        with self._lock, _blas_threads(1):
+            return self._run(feeds)
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        graph = self.graph
+        env: dict[Value, Any] = {}
+        for v in graph.inputs:
+            if v.name not in feeds:
+                raise InputError(f"missing input {v.name!r}")
+            env[v] = feeds[v.name]
+        for c in graph.initializers.values():
+            env[c] = c.const
+        for i, step in enumerate(self._steps):
+            node = step.node
+            if step.kernel is not None:
+                for pos, v, _shape in step.staged:
+                    step.args[pos].copyfrom(step.kernel.convert(pos, env[v]))
+                step.kernel.func(*step.args)
+                outs: list[Any] = step.out_views
+            else:
+                outs = _reference(node, env)
+            for v, r in zip(node.outputs, outs, strict=False):
+                env[v] = r
+            for v in node.inputs:
+                if v is not None and self._last_use.get(v) == i and v not in self._keep:
+                    env.pop(v, None)
+        return {v.name: _copy_out(env[v]) for v in graph.outputs}
+
+
+_BLAS_PREFIXES = ("openblas", "scipy_openblas", "openblas64_", "scipy_openblas64_")
+_BLAS_SUFFIXES = ("", "64_")
+_blas_funcs: tuple[Callable[[], int], Callable[[int], None]] | bool | None = False
+
+
+def _find_blas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """OpenBLAS's get/set_num_threads in the libraries this process has loaded (NumPy's
+    bundled copy included), or None."""
+    global _blas_funcs
+    if _blas_funcs is not False:
+        return _blas_funcs  # type: ignore[return-value]
+    found = None
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()})
+    except OSError:
+        paths = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pre in _BLAS_PREFIXES:
+            for suf in _BLAS_SUFFIXES:
+                get = getattr(lib, f"{pre}_get_num_threads{suf}", None)
+                put = getattr(lib, f"{pre}_set_num_threads{suf}", None)
+                if get is not None and put is not None:
+                    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                    found = (get, put)
+                    break
+            if found:
+                break
+        if found:
+            break
+    _blas_funcs = found
+    return found
+
+
+@contextlib.contextmanager
+def _blas_threads(n: int) -> Iterator[None]:
+    """Run the block with OpenBLAS limited to `n` threads (no-op when it is not loaded)."""
+    funcs = _find_blas()
+    if funcs is None:
+        yield
+        return
+    get, put = funcs
+    before = int(get())
+    if before != n:
+        put(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            put(before)
+
+
+def _copy_out(x: Any) -> Any:
+    """A graph output the caller may keep: arrays are copied (they may view kernel buffers
+    that the next run overwrites)."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.array(x, copy=True)
+    return x
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return (-item[1], item[0])
+
+
+def _label(node: Node) -> str:
+    if node.op == "lepton.Fused":
+        epi = node.attrs.get("epilogue", [])
+        return "+".join([str(node.attrs.get("anchor")), *map(str, epi)])
+    return node.op
+
+
+def _as_group(node: Node) -> tuple[Node, list[Value]] | None:
+    """The node as a `lepton.Fused` group `build_group` may accept, with the graph values
+    its inputs stand for (in order); None when there is no kernel to try."""
+    if node.op == "lepton.Fused":
+        return node, list(node.inputs)  # type: ignore[arg-type]  # group inputs are not None
+    if len(node.outputs) == 1 and not node.subgraphs() and node.op in _lone_ops():
+        return _wrap_single(node)
+    return None
+
+
+def _lone_ops() -> frozenset[str]:
+    from .kernels import lone_ops
+
+    return lone_ops()
+
+
+def _wrap_single(node: Node) -> tuple[Node, list[Value]]:
+    """A detached one-node `lepton.Fused` group around a copy of `node`.
+
+    Everything in it is new (inputs included), so the graph's values gain no users."""
+    body = Graph(name=f"{node.name}_body")
+    inner_inputs: list[Value | None] = []
+    outer_inputs: list[Value] = []
+    group_inputs: list[Value] = []
+    for k, v in enumerate(node.inputs):
+        if v is None:
+            inner_inputs.append(None)
+            continue
+        bv = Value(f"{node.name}_in{k}", v.type)
+        body.add_input(bv)
+        inner_inputs.append(bv)
+        outer_inputs.append(Value(f"{node.name}_arg{k}", v.type, const=v.const))
+        group_inputs.append(v)
+    out = Value(f"{node.name}_out", node.outputs[0].type)
+    inner = Node(node.op, inner_inputs, dict(node.attrs), outputs=[out], name=node.name)
+    body.append(inner)
+    body.outputs = [out]
+    fused = Node(
+        "lepton.Fused",
+        outer_inputs,
+        {"body": body, "anchor": node.op, "epilogue": []},
+        outputs=[Value(f"{node.name}_fused", node.outputs[0].type)],
+        name=f"{node.name}_single",
+    )
+    return fused, group_inputs
+
+
+def _reference(node: Node, env: dict[Value, Any]) -> list[Any]:
+    opdef = lookup_node(node)
+    if opdef is None or opdef.reference is None:
+        raise LoweringError(f"op {node.op} (node {node.name!r}) has no reference kernel")
+    inputs = [None if v is None else env[v] for v in node.inputs]
+    try:
+        outs = opdef.reference(node, inputs, env)
+    except LeptonError:
+        raise
+    except Exception as e:
+        raise LoweringError(
+            f"reference kernel of {node.op} node {node.name!r} failed: {type(e).__name__}: {e}"
+        ) from e
+    if len(outs) < len(node.outputs):
+        raise LoweringError(
+            f"{node.op} node {node.name!r} produced {len(outs)} outputs, "
+            f"expected {len(node.outputs)}"
+        )
+    return list(outs)
+
+
+def _liveness(graph: Graph) -> tuple[dict[Value, int], set[Value]]:
+    last_use: dict[Value, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for v in [*node.inputs, *node.outer_values()]:
+            if v is not None:
+                last_use[v] = i
+    keep = set(graph.outputs) | set(graph.initializers.values())
+    return last_use, keep
+
+
+def _static_shape(v: Value | None) -> tuple[int, ...] | None:
+    if v is None or not isinstance(v.type, TensorType) or v.type.shape is None:
+        return None
+    if not all(isinstance(d, int) for d in v.type.shape):
+        return None
+    return tuple(int(d) for d in v.type.shape)  # type: ignore[arg-type]
+
+
+def model_flops(node: Node) -> int:
+    """FLOPs of the Conv/MatMul/Gemm ops in `node` (or in its body, for a fused group), from
+    static shapes; 0 where a shape is unknown."""
+    if node.op == "lepton.Fused":
+        return sum(model_flops(n) for n in node.attrs["body"])
+    if node.op not in _FLOP_OPS or not node.outputs:
+        return 0
+    out = _static_shape(node.outputs[0])
+    if out is None:
+        return 0
+    if node.op == "Conv":
+        w = _static_shape(node.inputs[1] if len(node.inputs) > 1 else None)
+        return 2 * math.prod(out) * math.prod(w[1:]) if w is not None and len(w) >= 2 else 0
+    a = _static_shape(node.inputs[0] if node.inputs else None)
+    if a is None or not a:
+        return 0
+    k = a[-1]
+    if node.op == "Gemm" and node.attrs.get("transA"):
+        k = a[0]
+    return 2 * math.prod(out) * k

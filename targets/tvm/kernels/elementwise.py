@@ -1,0 +1,25 @@
+"""Element-wise family: chains of Add/Sub/Mul/Div (numpy broadcasting), Relu, Clip and
+Identity with no anchor, as one parallel, vectorized loop per output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lepton_compiler.ir import Node
+
+from ..schedules.x86_conv import vector_lanes
+from ..schedules.x86_elementwise import schedule_elementwise_group
+from ..te_ops import LoweringError, lower_group
+from .conv import plan_from_lowered
+
+NAME = "elementwise"
+ANCHORS = ("", "Add", "Sub", "Mul", "Div", "Relu", "Clip")
+
+
+def plan(fused: Node, target: Any) -> Any:
+    """Lower an anchor-less chain; refuses groups holding any other op."""
+    if any(n.op == "Conv" for n in fused.attrs["body"]):
+        raise LoweringError("a conv group belongs to the conv family")
+    lanes = vector_lanes(target)
+    lg = lower_group(fused)
+    return plan_from_lowered(lg, lambda: schedule_elementwise_group(lg, lanes), ("ew", lanes))
