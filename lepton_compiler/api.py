@@ -227,7 +227,9 @@ def compile(
     return compiled
 
 
-def build_tvm_executor(graph: Graph, spec: Target, report: Any = None) -> Any:
+def build_tvm_executor(
+    graph: Graph, spec: Target, report: Any = None, stores: Sequence[Path] = ()
+) -> Any:
     """Build the TVM executor for `graph` (kernels built now); record its fallbacks in
     `report` and warn once about them.
 
@@ -239,7 +241,7 @@ def build_tvm_executor(graph: Graph, spec: Target, report: Any = None) -> Any:
         raise LeptonError(f"the tvm backend runs on CPU targets only for now, got {spec}")
     from .targets.tvm.executor import TvmExecutor
 
-    executor = TvmExecutor(graph, spec)
+    executor = TvmExecutor(graph, spec, stores=stores)
     share = f"{executor.native_flops_share:.1%}"
     if report is not None:
         report.fallbacks = list(executor.fallbacks)

@@ -1,7 +1,9 @@
-"""`onnx.backend.base.Backend` adapter, so ONNX's own backend test suite runs through us.
+"""`onnx.backend.base.Backend` adapters, so ONNX's own backend test suite runs through us.
 
-`prepare` imports the model through the full frontend (checker, opset conversion, onnxsim,
-shape inference) into the IR and runs it with the reference interpreter.
+`LeptonBackend.prepare` imports the model through the full frontend (checker, opset
+conversion, onnxsim, shape inference) into the IR and runs it with the reference interpreter.
+`LeptonTvmBackend.prepare` compiles it with ``compile(backend="tvm")`` (O2: fusion, then TVM
+kernels, reference kernels for the rest) and records whether every op ran natively.
 """
 
 from __future__ import annotations
@@ -57,6 +59,59 @@ class LeptonBackend(Backend):
     @classmethod
     def supports_device(cls, device: str) -> bool:
         return device == "CPU"
+
+
+class LeptonTvmBackendRep(BackendRep):
+    """A model compiled by the TVM backend."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Run with inputs given positionally (graph input order) or by name."""
+        graph = self.model.graph
+        if isinstance(inputs, dict):
+            feeds = dict(inputs)
+        else:
+            if not isinstance(inputs, (list, tuple)):
+                inputs = [inputs]
+            feeds = {v.name: x for v, x in zip(graph.inputs, inputs, strict=False)}
+        out = self.model.executor(feeds)
+        return tuple(out[v.name] for v in graph.outputs)
+
+
+class LeptonTvmBackend(LeptonBackend):
+    """ONNX backend API over ``compile(backend="tvm")``.
+
+    Attributes:
+        last_native: after `prepare`: True when the model runs in TVM kernels only (at least
+            one kernel, no reference fallback), False when something falls back; None before.
+    """
+
+    last_native: bool | None = None
+
+    @classmethod
+    def prepare(  # type: ignore[override]
+        cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any
+    ) -> LeptonTvmBackendRep:
+        Backend.prepare(model, device, **kwargs)
+        import warnings
+
+        from .api import compile as lepton_compile
+
+        cls.last_native = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fallbacks are counted, not warned about
+            compiled = lepton_compile(model, backend="tvm", **kwargs)
+        ex = compiled.executor
+        cls.last_native = bool(ex.num_kernels) and not ex.fallbacks
+        return LeptonTvmBackendRep(compiled)
+
+    @classmethod
+    def run_model(  # type: ignore[override]
+        cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any
+    ) -> tuple[Any, ...]:
+        return cls.prepare(model, device, **kwargs).run(inputs)
 
 
 prepare = LeptonBackend.prepare

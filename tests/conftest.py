@@ -28,7 +28,30 @@ def _group_of() -> dict[str, str]:
     return table
 
 
+_tvm_results: dict[str, tuple[str, bool]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """Attach "ran natively in TVM" to the reports of the TVM conformance cases (in the
+    worker process, where the backend recorded it; xdist ships user_properties home)."""
+    outcome = yield
+    if call.when == "call" and "test_onnx_backend_tvm.py" in item.nodeid:
+        from lepton_compiler.backend import LeptonTvmBackend
+
+        report = outcome.get_result()
+        report.user_properties.append(("tvm_native", bool(LeptonTvmBackend.last_native)))
+        LeptonTvmBackend.last_native = None
+    return None
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "test_onnx_backend_tvm.py" in report.nodeid:
+        name = report.nodeid.rsplit("::", 1)[-1].removesuffix("_cpu")
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            native = dict(report.user_properties).get("tvm_native", False)
+            _tvm_results[name] = (report.outcome, bool(native))
+        return
     if "test_onnx_backend.py" not in report.nodeid:
         return
     name = report.nodeid.rsplit("::", 1)[-1].removesuffix("_cpu")
@@ -37,6 +60,15 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _tvm_results:
+        ran = {n: r for n, r in _tvm_results.items() if r[0] != "skipped"}
+        passed = [n for n, (o, _) in ran.items() if o == "passed"]
+        native = [n for n in passed if _tvm_results[n][1]]
+        terminalreporter.section("ONNX backend conformance (TVM backend, node tests)")
+        terminalreporter.write_line(
+            f"{len(passed)} passed of {len(ran)} run ({len(ran) - len(passed)} failed); "
+            f"{len(native)} of the passing ran every op in TVM kernels (no reference fallback)"
+        )
     if not _results:
         return
     table = _group_of()

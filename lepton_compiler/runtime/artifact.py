@@ -5,10 +5,18 @@ Layout of an artifact directory::
     model.lepton/
       manifest.json   format version, versions, backend, target, opt level, signatures,
                       creation time, compile report, sha256 of every payload file
-      model.onnx      the compiled IR, exported as ONNX (plus model.onnx.data above 1.8 GB)
+      model.onnx      the compiled IR, exported as ONNX (plus model.onnx.data above 1.8 GB);
+                      fused groups are plain ONNX nodes, except in ``tvm`` artifacts, which
+                      keep them as ``lepton.Fused`` nodes (their kernels are per group)
 
-A ``tvm`` artifact (``backend: tvm`` in the manifest) stores the same IR and no built library:
-its kernels are rebuilt from the IR when it is loaded (which needs TVM installed).
+      kernels/        (``tvm`` backend) one shared library per distinct built kernel,
+                      ``<digest>.so``; the manifest's ``tvm`` entry lists them with the TVM
+                      version and target they were built for
+
+Loading a ``tvm`` artifact (needs TVM installed) lowers the IR again (cheap) and takes every
+kernel's machine code from ``kernels/``: nothing is scheduled or compiled by LLVM. A kernel
+whose library does not match (another TVM or Lepton version) is rebuilt, and the load says
+how many were.
 
 Writes are atomic: everything is written to a hidden temporary sibling directory, which is
 renamed into place only when complete; an existing artifact is replaced only after its
@@ -43,6 +51,7 @@ FORMAT_VERSION = 1
 FORMAT_NAME = "lepton-artifact"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
+KERNELS_DIR = "kernels"
 #: Backends whose artifacts this build can run (``tvm`` only with TVM installed).
 _RUNNABLE_BACKENDS = ("reference", "tvm")
 
@@ -145,7 +154,7 @@ def _tvm_available() -> bool:
 
 
 def _rebuild_tvm(root: Path, graph: Any, target: str) -> Any:
-    """Rebuild the TVM kernels of a ``tvm`` artifact from its IR (no library is stored)."""
+    """The TVM executor of a ``tvm`` artifact, its kernels loaded from ``kernels/``."""
     import warnings
 
     from ..api import build_tvm_executor
@@ -155,9 +164,17 @@ def _rebuild_tvm(root: Path, graph: Any, target: str) -> Any:
         spec = parse_target(target)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the fallbacks were reported at compile time
-            return build_tvm_executor(graph, spec)
+            executor = build_tvm_executor(graph, spec, stores=[root / KERNELS_DIR])
     except LeptonError as e:
         raise ArtifactError(f"artifact {root}: cannot rebuild its TVM kernels: {e}") from e
+    rebuilt = [k for k in executor.kernels if not k.from_disk]
+    if rebuilt:
+        warnings.warn(
+            f"artifact {root}: {len(rebuilt)} of {len(executor.kernels)} TVM kernels were "
+            "compiled again (built by another TVM or Lepton version)",
+            stacklevel=3,
+        )
+    return executor
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -252,10 +269,17 @@ def _check_replaceable(target: Path) -> None:
 def _write_payload(model: CompiledModel, folder: Path) -> None:
     from ..export.onnx import save_model
 
-    save_model(model.graph, folder / MODEL_FILE)
+    # A tvm artifact keeps its fused groups (as lepton.Fused nodes with their bodies): its
+    # kernels are built per group. Other backends write plain ONNX any runtime can run.
+    save_model(model.graph, folder / MODEL_FILE, inline_fused=model.backend != "tvm")
+    extra: dict[str, Any] = {}
+    export = getattr(model.executor, "export_kernels", None)
+    if export is not None:
+        (folder / KERNELS_DIR).mkdir()
+        extra["tvm"] = export(folder / KERNELS_DIR)
     files = {
-        p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
-        for p in sorted(folder.iterdir())
+        p.relative_to(folder).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
     manifest = {
@@ -272,8 +296,9 @@ def _write_payload(model: CompiledModel, folder: Path) -> None:
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "report": model.report.to_dict(),
         "files": files,
+        **extra,
     }
-    for p in folder.iterdir():
+    for p in folder.rglob("*"):
         _fsync(p)
     with open(folder / MANIFEST, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2, default=_json_default)

@@ -114,6 +114,11 @@ class CompiledModel:
 
     # -- introspection ------------------------------------------------------------------------
     @property
+    def executor(self) -> Executor:
+        """The callable that runs the graph (the backend's executor)."""
+        return self._executor
+
+    @property
     def graph(self) -> Graph:
         """The compiled IR graph (read it; editing it changes what `run` computes)."""
         return self._graph

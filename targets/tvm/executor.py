@@ -46,7 +46,7 @@ from lepton_compiler.errors import InputError, LeptonError, LoweringError
 from lepton_compiler.ir import Graph, Node, TensorType, Value
 from lepton_compiler.ops.registry import lookup_node
 
-__all__ = ["TvmExecutor", "model_flops"]
+__all__ = ["StaticExecutor", "TvmExecutor", "model_flops"]
 
 #: Ops whose FLOPs `native_flops_share` counts.
 _FLOP_OPS = ("Conv", "MatMul", "Gemm")
@@ -74,8 +74,9 @@ class _Step:
     out_views: list[np.ndarray]  # NumPy views of the output tensors, in the IR's shapes
 
 
-class TvmExecutor:
-    """Runs a graph with TVM kernels for supported groups and reference kernels elsewhere.
+class StaticExecutor:
+    """Runs a graph with static shapes: TVM kernels for supported groups, reference kernels
+    elsewhere.
 
     Attributes:
         graph: the graph it runs (top level).
@@ -192,6 +193,20 @@ class TvmExecutor:
                 seen.setdefault(s.kernel.digest, s.kernel)
         return list(seen.values())
 
+    def export_kernels(self, folder: Path) -> dict[str, Any]:
+        """Write every distinct kernel's library into `folder` (``<digest>.so``); returns the
+        manifest entry that describes them."""
+        import tvm
+
+        from .build import export_kernel
+
+        names = [export_kernel(k, Path(folder)).name for k in self.kernels]
+        return {
+            "tvm_version": str(tvm.__version__),
+            "target": self.target_dict,
+            "kernels": names,
+        }
+
     @property
     def num_kernels(self) -> int:
         """Top-level nodes that run as TVM kernels."""
@@ -241,6 +256,98 @@ class TvmExecutor:
                 if v is not None and self._last_use.get(v) == i and v not in self._keep:
                     env.pop(v, None)
         return {v.name: _copy_out(env[v]) for v in graph.outputs}
+
+
+class TvmExecutor:
+    """The TVM backend's executor: a `StaticExecutor` per concrete input shape.
+
+    A graph with static shapes has one, built at construction. A graph with symbolic
+    dimensions (a batch) is specialized (`lepton_compiler.specialize`) for every new input
+    shape `run` meets and built then (kernels come from the caches when a shape was seen
+    before, in this process or on disk); at construction it is built for every symbolic
+    size 1, so compile-time errors, the report and the common batch-1 case come first.
+    The attributes describe the most recently used specialization.
+    """
+
+    #: Specializations kept at once (least recently used dropped first).
+    MAX_SPECIALIZATIONS = 8
+
+    def __init__(self, graph: Graph, target: Any, stores: Sequence[Path] = ()) -> None:
+        """Build the executor (see the class docstring).
+
+        Args:
+            graph: the optimized, verified graph.
+            target: a `lepton_compiler.targets.target.Target` (x86), or a TVM target dict.
+            stores: folders of prebuilt kernel libraries searched first (an artifact's).
+        """
+        from lepton_compiler.specialize import has_symbolic_shapes
+
+        self.graph = graph
+        self._target = target
+        self._stores = list(stores)
+        self.symbolic = has_symbolic_shapes(graph)
+        self._by_shape: dict[tuple[Any, ...], StaticExecutor] = {}
+        self._lock = threading.Lock()
+        if not self.symbolic:
+            self._current = StaticExecutor(graph, target, stores)
+        else:
+            ones = {
+                v.name: [d if isinstance(d, int) else 1 for d in v.type.shape]
+                for v in graph.inputs
+                if isinstance(v.type, TensorType) and v.type.shape is not None
+            }
+            self._current = self._specialization(ones)
+
+    def _specialization(self, shapes: Mapping[str, Sequence[int]]) -> StaticExecutor:
+        from lepton_compiler.specialize import specialize
+
+        key = tuple(sorted((k, tuple(int(d) for d in v)) for k, v in shapes.items()))
+        ex = self._by_shape.pop(key, None)
+        if ex is None:
+            ex = StaticExecutor(specialize(self.graph, shapes), self._target, self._stores)
+        self._by_shape[key] = ex  # most recently used last
+        while len(self._by_shape) > self.MAX_SPECIALIZATIONS:
+            self._by_shape.pop(next(iter(self._by_shape)))
+        return ex
+
+    def __call__(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Same as `run`."""
+        return self.run(feeds)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the graph, specialized for the feeds' shapes when it has symbolic ones."""
+        if self.symbolic:
+            shapes = {
+                v.name: np.shape(feeds[v.name])
+                for v in self.graph.inputs
+                if v.name in feeds and isinstance(v.type, TensorType)
+            }
+            with self._lock:
+                self._current = self._specialization(shapes)
+        return self._current.run(feeds)
+
+    def __getattr__(self, name: str) -> Any:
+        # fallbacks, native_flops_share, kernels, build_errors, num_kernels, export_kernels...
+        if name.startswith("__") or name in ("_current", "_by_shape"):
+            raise AttributeError(name)
+        return getattr(self._current, name)
+
+    @property
+    def kernels(self) -> list[Any]:
+        """Every distinct kernel of every specialization built so far."""
+        seen: dict[str, Any] = {}
+        for ex in [self._current, *self._by_shape.values()]:
+            for k in ex.kernels:
+                seen.setdefault(k.digest, k)
+        return list(seen.values())
+
+    def export_kernels(self, folder: Path) -> dict[str, Any]:
+        """Write the libraries of every specialization's kernels into `folder`."""
+        entry = self._current.export_kernels(folder)
+        from .build import export_kernel
+
+        entry["kernels"] = [export_kernel(k, Path(folder)).name for k in self.kernels]
+        return entry
 
 
 _BLAS_PREFIXES = ("openblas", "scipy_openblas", "openblas64_", "scipy_openblas64_")

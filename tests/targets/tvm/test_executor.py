@@ -1,9 +1,13 @@
 """`compile(model, backend="tvm")` end to end on x86: TVM kernels for fused conv groups and lone
 convs, reference kernels for the rest; outputs match ONNX Runtime; the report lists the
-fallbacks; artifacts rebuild their kernels at load time."""
+fallbacks; artifacts carry their kernels' libraries and load without compiling."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,16 +114,50 @@ def test_executor_attributes(conv_block_path: Path) -> None:
     np.testing.assert_allclose(ex.run({"x": x})["y"], ref, rtol=RTOL, atol=ATOL)
 
 
-def test_artifact_rebuilds_kernels(conv_block_path: Path, tmp_path: Path) -> None:
+def test_artifact_runs_without_compiling(conv_block_path: Path, tmp_path: Path) -> None:
+    """A saved TVM artifact holds its kernels' libraries; a fresh process with no kernel
+    cache loads and runs it with `tvm.compile` disabled."""
     with pytest.warns(UserWarning):
         model = lepton_compiler.compile(conv_block_path, backend="tvm")
     saved = model.save(tmp_path / "m.lepton")
-    loaded = lepton_compiler.load(saved)
-    assert loaded.backend == "tvm"
-    assert loaded.metadata["backend"] == "tvm"
-    assert loaded.report.fallbacks == model.report.fallbacks
+    manifest = json.loads((saved / "manifest.json").read_text())
+    libs = manifest["tvm"]["kernels"]
+    count = len(model.executor.kernels)
+    assert len(libs) == count >= 3
+    assert all(f"kernels/{name}" in manifest["files"] for name in libs)
     feeds = model.random_inputs(seed=5)
-    np.testing.assert_allclose(loaded.run(feeds)["y"], model.run(feeds)["y"], rtol=0, atol=0)
+    np.save(tmp_path / "x.npy", feeds["x"])
+    np.save(tmp_path / "want.npy", model.run(feeds)["y"])
+    script = f"""
+import numpy as np, tvm, lepton_compiler
+def refuse(*a, **k):
+    raise AssertionError("tvm.compile called while loading an artifact")
+tvm.compile = refuse
+m = lepton_compiler.load({str(saved)!r})
+assert all(k.from_disk for k in m.executor.kernels), "a kernel was rebuilt"
+y = m.run({{"x": np.load({str(tmp_path / "x.npy")!r})}})["y"]
+np.testing.assert_array_equal(y, np.load({str(tmp_path / "want.npy")!r}))
+print("ok", len(m.executor.kernels))
+"""
+    env = {**os.environ, "LEPTON_CACHE_DIR": "off"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == f"ok {count}"
+
+
+def test_artifact_with_damaged_kernel_library(conv_block_path: Path, tmp_path: Path) -> None:
+    """A kernel library that does not load is rebuilt (the checksum check catches edits;
+    this is a library from another build that has the right checksum)."""
+    with pytest.warns(UserWarning):
+        model = lepton_compiler.compile(conv_block_path, backend="tvm")
+    saved = model.save(tmp_path / "m.lepton")
+    manifest = json.loads((saved / "manifest.json").read_text())
+    lib = saved / "kernels" / manifest["tvm"]["kernels"][0]
+    lib.write_bytes(b"not a library")
+    with pytest.raises(lepton_compiler.errors.ArtifactError, match="checksum mismatch"):
+        lepton_compiler.load(saved)
 
 
 def test_small_cnn_matches_onnxruntime(tmp_path: Path) -> None:
@@ -146,41 +184,42 @@ def test_resnet50_matches_onnxruntime(tmp_path: Path) -> None:
     assert seconds < 120, f"compiling ResNet-50 for tvm took {seconds:.1f} s"
     check_against_ort(model, path)
     assert "Conv" not in " ".join(model.report.fallbacks)
-    assert any("MaxPool ×1" in f for f in model.report.fallbacks)
     from lepton_compiler.targets.tvm.executor import TvmExecutor
 
     ex = model._executor
     assert isinstance(ex, TvmExecutor)
-    assert ex.num_kernels == 53
+    assert ex.num_kernels >= 53  # 53 conv groups, and other families' kernels
     assert ex.native_flops_share > 0.9
 
 
 def test_unsupported_conv_falls_back(tmp_path: Path) -> None:
-    """A grouped (depthwise) Conv has no TVM kernel yet: it runs its reference kernel, is
-    listed as a fallback, and lowers the native FLOP share."""
+    """A 1-D Conv has no TVM kernel: it runs its reference kernel, is listed as a fallback
+    with the reason, and lowers the native FLOP share."""
     rng = np.random.default_rng(6)
-    w = numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype("f"), "w")
+    w = numpy_helper.from_array(rng.standard_normal((8, 8, 3)).astype("f"), "w")
     w2 = numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype("f"), "w2")
+    axes = numpy_helper.from_array(np.array([3], np.int64), "axes")
     graph = helper.make_graph(
         [
-            helper.make_node("Conv", ["x", "w"], ["d"], group=8, pads=[1, 1, 1, 1]),
-            helper.make_node("Conv", ["d", "w2"], ["y"]),
+            helper.make_node("Conv", ["x", "w"], ["d"], pads=[1, 1]),
+            helper.make_node("Unsqueeze", ["d", "axes"], ["d4"]),
+            helper.make_node("Conv", ["d4", "w2"], ["y"]),
         ],
-        "dw",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [w, w2],
+        "conv1d",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 1])],
+        [w, w2, axes],
     )
-    path = tmp_path / "dw.onnx"
+    path = tmp_path / "conv1d.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     with pytest.warns(UserWarning, match=r"Conv ×1 \(reference kernel\)"):
         model = lepton_compiler.compile(path, backend="tvm")
     check_against_ort(model, path)
-    ex = model._executor
+    ex = model.executor
     assert ex.num_kernels == 1
-    assert list(ex.build_errors) and "group" in next(iter(ex.build_errors.values())).lower()
-    # depthwise: 8*9 MACs per position; 1x1: 8*8 per position.
-    assert ex.native_flops_share == pytest.approx(64 / (64 + 72))
+    assert list(ex.build_errors) and "2-D" in next(iter(ex.build_errors.values()))
+    # 1-D conv: 8*8*3 MACs per position; 1x1: 8*8 per position.
+    assert ex.native_flops_share == pytest.approx(64 / (64 + 192))
 
 
 def test_tvm_unavailable_is_a_clear_error(
@@ -189,3 +228,27 @@ def test_tvm_unavailable_is_a_clear_error(
     monkeypatch.setattr(api, "tvm_available", lambda: False)
     with pytest.raises(LeptonError, match=r"not available.*pip install 'lepton-compiler\[tvm\]'"):
         lepton_compiler.compile(conv_block_path, backend="tvm")
+
+
+def test_symbolic_batch_compiles_once_runs_batch_1_and_8(tmp_path: Path) -> None:
+    """A model with a symbolic batch is compiled once; each new batch size is specialized
+    on first use and matches ONNX Runtime; the original graph keeps its symbolic dims."""
+    from benchmarks.models import build
+
+    path = build("small_cnn", batch="batch", cache_dir=tmp_path)
+    with pytest.warns(UserWarning):
+        model = lepton_compiler.compile(path, backend="tvm")
+    ex = model.executor
+    assert ex.symbolic
+    assert model.graph.inputs[0].type.shape[0] == "batch"
+    assert ex.num_kernels >= 3  # built for batch 1 at compile time
+    rng = np.random.default_rng(7)
+    for batch in (1, 8, 1):
+        x = rng.standard_normal((batch, 3, 32, 32)).astype("f")
+        want = ort_outputs(path, {"input": x})
+        got = model.run({"input": x})
+        for name, ref in want.items():
+            assert got[name].shape == ref.shape
+            np.testing.assert_allclose(got[name], ref, rtol=RTOL, atol=ATOL, err_msg=name)
+    assert len(ex._by_shape) == 2
+    assert all(k.param_shapes for k in ex.kernels)
