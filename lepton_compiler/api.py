@@ -109,6 +109,7 @@ def compile(
     pass_options: Mapping[str, Any] | None = None,
     dump_ir: str | os.PathLike[str] | None = None,
     trace_rules: bool = False,
+    tune: int = 0,
 ) -> CompiledModel:
     """Compile an ONNX model into a runnable `CompiledModel`.
 
@@ -135,6 +136,10 @@ def compile(
         dump_ir: a folder that receives the IR text before the first pass and after every
             pass that changed it.
         trace_rules: record, per pattern rule, why it did not fire (``report.rule_traces``).
+        tune: ``tvm`` backend only: run this many MetaSchedule trials per kernel and keep a
+            tuned schedule where it beats ours (`targets.tvm.tune`; results persist per
+            target and later compiles reuse them). 0 (default): no tuning; the hand
+            schedules, or earlier tuning results, are used. Slow: minutes per kernel.
 
     Returns:
         The compiled model; ``model.report`` says what each step did and how long it took.
@@ -216,8 +221,13 @@ def compile(
         fused_groups=fused_groups_summary(graph),
     )
     executor = None
+    if tune and backend != "tvm":
+        raise LeptonError("tune applies to the tvm backend only")
     if backend == "tvm":
+        say("building TVM kernels")
         executor = build_tvm_executor(graph, spec, report)
+        if tune:
+            executor = _tune(executor, graph, spec, report, int(tune), say)
     compiled = CompiledModel(
         graph, report, backend=backend, target=target_text, opt_level=opt_level, executor=executor
     )
@@ -257,6 +267,23 @@ def build_tvm_executor(
             stacklevel=3,
         )
     return executor
+
+
+def _tune(executor: Any, graph: Graph, spec: Target, report: Any, trials: int, say: Any) -> Any:
+    """Tune the executor's kernels, then rebuild it with the winners (see `compile`'s
+    ``tune``)."""
+    from .targets.tvm.tune import tune_executor
+
+    rows = tune_executor(getattr(executor, "_current", executor), trials, progress=say)
+    won = [r for r in rows if r.used == "tuned"]
+    hand = sum(r.hand_ms for r in rows)
+    best = sum(r.tuned_ms if r.used == "tuned" and r.tuned_ms else r.hand_ms for r in rows)
+    report.notes.append(
+        f"tuning: {len(rows)} kernels x {trials} trials in "
+        f"{sum(r.seconds for r in rows):.0f} s; tuned schedules won on {len(won)} "
+        f"(kernel time {hand:.3f} -> {best:.3f} ms)"
+    )
+    return build_tvm_executor(graph, spec)
 
 
 class _PassRecorder(Instrument):

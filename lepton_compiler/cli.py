@@ -121,8 +121,9 @@ def _add_compile_options(p: argparse.ArgumentParser, note: str = "") -> None:
         "--backend",
         default="reference",
         metavar="NAME",
-        help="code generator: reference (default; the reference interpreter). tvm and numba "
-        "are planned and not available yet",
+        help="code generator: reference (default; the reference interpreter) or tvm (TVM "
+        "kernels with our x86 schedules, reference kernels for ops without one; needs "
+        "pip install 'lepton-compiler[tvm]'). numba is planned and not available yet",
     )
     g.add_argument(
         "-O",
@@ -177,6 +178,15 @@ def _add_compile_options(p: argparse.ArgumentParser, note: str = "") -> None:
         action="store_true",
         help="print, for every pattern rule, how often it fired or the best partial match "
         "and why it did not fire",
+    )
+    g.add_argument(
+        "--tune",
+        type=int,
+        default=0,
+        metavar="TRIALS",
+        help="tvm backend: tune every kernel with TRIALS MetaSchedule trials and keep tuned "
+        "schedules that beat ours; results persist per target (~/.cache/lepton/tuning) and "
+        "later compiles reuse them without --tune. Slow: minutes per kernel",
     )
     g.add_argument(
         "--progress",
@@ -385,6 +395,7 @@ def _compile(model_path: str, args: argparse.Namespace) -> Any:
             disabled_passes=args.disabled_passes,
             dump_ir=args.dump_ir,
             trace_rules=args.trace_rules,
+            tune=args.tune,
         )
     for w in caught:
         if issubclass(w.category, UserWarning):

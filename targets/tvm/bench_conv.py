@@ -1,7 +1,11 @@
-"""Time our fused Conv+bias+ReLU kernel against ONNX Runtime on the ResNet-50 conv shapes.
+"""Time our fused Conv+bias+ReLU kernel against ONNX Runtime on the ResNet-50 conv shapes
+and MobileNetV2's pointwise convs.
 
-Run as ``python -m lepton_compiler.targets.tvm.bench_conv [--threads 2] [--repeat 200]``.
-``TVM_NUM_THREADS`` is set to ``--threads`` when unset (before tvm is imported).
+Run as ``python -m lepton_compiler.targets.tvm.bench_conv [--threads 2] [--repeat 200]
+[--set resnet50,mobilenetv2] [--only TEXT] [--form auto|cvec|other]``; ``--form`` forces the
+channel-vector form (`schedules.x86_conv1x1`) on or off to compare it with the
+position-vector forms. ``TVM_NUM_THREADS`` is set to ``--threads`` when unset (before tvm is
+imported).
 
 How it measures (each choice fixed a measured artefact on the 2-core machine):
 
@@ -66,7 +70,39 @@ RESNET50 = [
     Shape("256->512 1x1/2 56", 256, 512, 56, 1, 2, 0),
     Shape("512->2048 1x1 7", 512, 2048, 7, 1, 1, 0),
     Shape("2048->512 1x1 7", 2048, 512, 7, 1, 1, 0),
+    Shape("256->256 3x3/2 28", 256, 256, 28, 3, 2, 1),
+    Shape("512->512 3x3/2 14", 512, 512, 14, 3, 2, 1),
+    Shape("512->1024 1x1/2 28", 512, 1024, 28, 1, 2, 0),
+    Shape("1024->2048 1x1/2 14", 1024, 2048, 14, 1, 2, 0),
 ]
+
+
+#: MobileNetV2's pointwise convs (expand ``Conv+Clip``, project ``Conv``/``Conv+Add``), one
+#: per distinct shape, input 224x224.
+MOBILENETV2 = [
+    Shape("mb 32->16 1x1 112", 32, 16, 112, 1, 1, 0),
+    Shape("mb 16->96 1x1 112", 16, 96, 112, 1, 1, 0),
+    Shape("mb 96->24 1x1 56", 96, 24, 56, 1, 1, 0),
+    Shape("mb 24->144 1x1 56", 24, 144, 56, 1, 1, 0),
+    Shape("mb 144->24 1x1 56", 144, 24, 56, 1, 1, 0),
+    Shape("mb 144->32 1x1 28", 144, 32, 28, 1, 1, 0),
+    Shape("mb 32->192 1x1 28", 32, 192, 28, 1, 1, 0),
+    Shape("mb 192->32 1x1 28", 192, 32, 28, 1, 1, 0),
+    Shape("mb 192->64 1x1 14", 192, 64, 14, 1, 1, 0),
+    Shape("mb 64->384 1x1 14", 64, 384, 14, 1, 1, 0),
+    Shape("mb 384->64 1x1 14", 384, 64, 14, 1, 1, 0),
+    Shape("mb 384->96 1x1 14", 384, 96, 14, 1, 1, 0),
+    Shape("mb 96->576 1x1 14", 96, 576, 14, 1, 1, 0),
+    Shape("mb 576->96 1x1 14", 576, 96, 14, 1, 1, 0),
+    Shape("mb 576->160 1x1 7", 576, 160, 7, 1, 1, 0),
+    Shape("mb 160->960 1x1 7", 160, 960, 7, 1, 1, 0),
+    Shape("mb 960->160 1x1 7", 960, 160, 7, 1, 1, 0),
+    Shape("mb 960->320 1x1 7", 960, 320, 7, 1, 1, 0),
+    Shape("mb 320->1280 1x1 7", 320, 1280, 7, 1, 1, 0),
+]
+
+#: Shape sets by name (``--set``).
+SETS = {"resnet50": RESNET50, "mobilenetv2": MOBILENETV2}
 
 
 def _onnx_model(s: Shape) -> Any:
@@ -197,9 +233,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("TVM_NUM_THREADS", 2)))
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--mcpu", default=None, help="LLVM CPU name (default: this machine's)")
+    ap.add_argument(
+        "--set",
+        default="resnet50,mobilenetv2",
+        help="comma-separated shape sets: " + ", ".join(SETS),
+    )
+    ap.add_argument("--only", default="", help="keep shapes whose name contains this text")
+    ap.add_argument(
+        "--form", choices=("auto", "cvec", "other"), default="auto",
+        help="conv form: by shape (auto), always channel-vector (cvec), never (other)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
     from .build import host_target
+    from .kernels import conv
+
+    conv.FORCE_CVEC = {"auto": None, "cvec": True, "other": False}[args.form]
 
     target = host_target(args.threads)
     if args.mcpu:
@@ -208,7 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         f"target {target}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, "
         f"ORT intra_op_num_threads={args.threads}, {args.repeat} runs each"
     )
-    rows = bench(RESNET50, args.threads, args.repeat, target)
+    shapes = [s for name in args.set.split(",") for s in SETS[name.strip()]]
+    shapes = [s for s in shapes if args.only in s.name]
+    rows = bench(shapes, args.threads, args.repeat, target)
     head = (
         f"{'shape':<20} {'ours':>6} {'ORT':>6} {'ratio':>5} {'GF/s':>5} {'ORT':>5} | "
         f"{'ORT ns':>6} {'ORT sp':>6} | {'min':>6} {'ORT':>6} {'ratio':>5} | {'err':>7}  tile"
@@ -218,7 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         cfg = r["config"]
         tile = "-"
-        if cfg is not None:
+        if cfg is not None and hasattr(cfg, "mv"):
+            tile = f"cvec mv={cfg.mv} hb={cfg.hb} wb={cfg.wb}"
+        elif cfg is not None:
             mode = "flat" if r["flat"] else ("rows" if cfg.rows else "nchw")
             tile = f"{mode} ocb={cfg.ocb} hb={cfg.hb} nvec={cfg.nvec}"
         print(

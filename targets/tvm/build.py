@@ -46,7 +46,13 @@ __all__ = [
     "source_hash",
 ]
 
-_CACHE: dict[str, GroupKernel] = {}
+#: Kernels by (digest, how the group's values map onto the kernel): groups that compute the
+#: same thing on values of other IR shapes (a MatMul on [2,3,4] or on [6,4]) share the
+#: compiled module but not the GroupKernel, which carries the shapes.
+_CACHE: dict[tuple[str, tuple[Any, ...]], GroupKernel] = {}
+_MODULES: dict[str, tuple[Any, bool]] = {}  # digest -> (runtime module, from disk)
+#: Plans of the kernels built in this process, by digest (tuning needs their workloads).
+_plans: dict[str, KernelPlan] = {}
 _LOCK = threading.Lock()
 _SOURCE_HASH: str | None = None
 
@@ -103,6 +109,8 @@ class GroupKernel:
         packs: parameter position -> NumPy transform into the declared layout.
         module: the runtime module holding `func` (exported into artifacts).
         from_disk: True when the machine code came from a cache or store, not from LLVM.
+        base_digest: the digest with the hand schedule (tuning choices are keyed by it;
+            equal to `digest` unless a tuned schedule is used).
     """
 
     func: Any
@@ -119,6 +127,7 @@ class GroupKernel:
     output_dtypes: list[str] = field(default_factory=list)
     module: Any = None
     from_disk: bool = False
+    base_digest: str = ""
 
     @property
     def source_key(self) -> str:
@@ -162,6 +171,7 @@ def clear_cache() -> None:
     """Forget every kernel built in this process (the disk cache stays)."""
     with _LOCK:
         _CACHE.clear()
+        _MODULES.clear()
 
 
 def _digest(plan: KernelPlan, tdict: Mapping[str, Any]) -> str:
@@ -196,14 +206,31 @@ def build_group(
     tdict = dict(target) if target is not None else host_target()
     tgt = tvm.target.Target(tdict)
     plan = plan_group(fused, tgt)
-    digest = _digest(plan, tdict)
+    hand_digest = _digest(plan, tdict)
+    tuned = _tuned_token(hand_digest, tdict) if plan.workload is not None else None
+    digest = hand_digest if tuned is None else f"{hand_digest[:16]}t{tuned[:7]}"
+    meta = (
+        tuple(plan.input_indices),
+        tuple(plan.param_shapes),
+        tuple(plan.output_shapes),
+        tuple(plan.kernel_output_shapes),
+    )
     with _LOCK:
-        hit = _CACHE.get(digest)
+        hit = _CACHE.get((digest, meta))
+        built = _MODULES.get(digest)
     if hit is not None:
         return hit
-    module, from_disk = _load_prebuilt(digest, stores)
+    module, from_disk = built if built is not None else _load_prebuilt(digest, stores)
     if module is None:
-        sch = plan.make()
+        sch = None
+        if tuned is not None:
+            from .tune import tuned_schedule
+
+            sch = tuned_schedule(plan.workload(), tdict)  # type: ignore[misc]
+            if sch is None:  # the database lost the record: hand schedule
+                digest = hand_digest
+        if sch is None:
+            sch = plan.make()
         mod = getattr(sch, "mod", sch)
         module = tvm.compile(mod, target=tgt)
         _store(module, digest)
@@ -222,10 +249,20 @@ def build_group(
         output_dtypes=plan.output_dtypes or ["float32"] * len(plan.kernel_output_shapes),
         module=module,
         from_disk=from_disk,
+        base_digest=hand_digest,
     )
     with _LOCK:
-        _CACHE[digest] = kernel
+        _CACHE[(digest, meta)] = kernel
+        _MODULES[digest] = (module, from_disk)
+        _plans[hand_digest] = plan
     return kernel
+
+
+def _tuned_token(digest: str, tdict: Mapping[str, Any]) -> str | None:
+    """The tuning choice for the kernel (None: hand schedule, or no tuning database)."""
+    from .tune import choice_for
+
+    return choice_for(digest, tdict)
 
 
 def _load_prebuilt(digest: str, stores: Sequence[Path]) -> tuple[Any, bool]:

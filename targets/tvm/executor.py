@@ -72,6 +72,7 @@ class _Step:
     #: (argument position, graph value, shape) of parameters copied in on every run
     staged: list[tuple[int, Value, tuple[int, ...]]]
     out_views: list[np.ndarray]  # NumPy views of the output tensors, in the IR's shapes
+    view_shape: tuple[int, ...] | None = None  # a view op: output = input reshaped
 
 
 class StaticExecutor:
@@ -120,9 +121,18 @@ class StaticExecutor:
         self._buffers: dict[Value, Any] = {}  # graph value -> the kernel tensor holding it
         native: Counter[str] = Counter()
         fallback: Counter[str] = Counter()
+        views = 0
         for node in graph.nodes:
             kernel = None
             group_inputs: list[Value] = []
+            view_shape = _view_shape(node)
+            if view_shape is not None:
+                src = self._buffers.get(node.inputs[0])  # type: ignore[arg-type]
+                if src is not None:
+                    self._buffers[node.outputs[0]] = src._create_view(view_shape)
+                self._steps.append(_Step(node, None, [], [], [], view_shape))
+                views += 1
+                continue
             group = _as_group(node)
             if group is not None:
                 group_node, group_inputs = group
@@ -138,6 +148,7 @@ class StaticExecutor:
                 fallback[_label(node)] += 1
             self._steps.append(step)
         self.native_ops = dict(native)
+        self.num_views = views
         self.fallbacks = [
             f"{op} ×{n} (reference kernel)" for op, n in sorted(fallback.items(), key=_by_count)
         ]
@@ -232,7 +243,47 @@ class StaticExecutor:
         with self._lock, _blas_threads(1):
             return self._run(feeds)
 
-    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    def profile(self, feeds: Mapping[str, Any], repeat: int = 10) -> list[dict[str, Any]]:
+        """Time every step over `repeat` runs (after one warm-up run).
+
+        Returns:
+            One row per step kind (``label``: the group's ops, ``kind``: ``tvm:<family>``
+            or ``reference``), with ``count`` (steps per run), ``ms`` (median total per run)
+            and ``share`` of the summed step time, slowest first.
+        """
+        with self._lock, _blas_threads(1):
+            self._run(feeds)
+            per_step = [[0.0] * repeat for _ in self._steps]
+            for r in range(repeat):
+                self._run(feeds, lambda i, dt, r=r: per_step[i].__setitem__(r, dt))  # type: ignore[misc]
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for step, times in zip(self._steps, per_step, strict=True):
+            kind = (
+                "view"
+                if step.view_shape is not None
+                else f"tvm:{step.kernel.family}"
+                if step.kernel is not None
+                else "reference"
+            )
+            row = rows.setdefault(
+                (_label(step.node), kind),
+                {"label": _label(step.node), "kind": kind, "count": 0, "runs": [0.0] * repeat},
+            )
+            row["count"] += 1
+            row["runs"] = [a + b for a, b in zip(row["runs"], times, strict=True)]
+        out = []
+        for row in rows.values():
+            out.append({**row, "ms": float(np.median(row.pop("runs"))) * 1e3})
+        total = sum(r["ms"] for r in out) or 1.0
+        for r in out:
+            r["share"] = r["ms"] / total
+        return sorted(out, key=lambda r: -r["ms"])
+
+    def _run(
+        self,
+        feeds: Mapping[str, Any],
+        timer: Callable[[int, float], None] | None = None,
+    ) -> dict[str, Any]:
         graph = self.graph
         env: dict[Value, Any] = {}
         for v in graph.inputs:
@@ -241,17 +292,29 @@ class StaticExecutor:
             env[v] = feeds[v.name]
         for c in graph.initializers.values():
             env[c] = c.const
+        clock = _perf_counter if timer is not None else None
+        outs: list[Any]
         for i, step in enumerate(self._steps):
             node = step.node
-            if step.kernel is not None:
+            t0 = clock() if clock is not None else 0.0
+            if step.view_shape is not None:
+                x = env[node.inputs[0]]  # type: ignore[index]
+                outs = [
+                    x.reshape(step.view_shape)
+                    if isinstance(x, np.ndarray)
+                    else _reference(node, env)[0]
+                ]
+            elif step.kernel is not None:
                 for pos, v, _shape in step.staged:
                     step.args[pos].copyfrom(step.kernel.convert(pos, env[v]))
                 step.kernel.func(*step.args)
-                outs: list[Any] = step.out_views
+                outs = step.out_views
             else:
                 outs = _reference(node, env)
             for v, r in zip(node.outputs, outs, strict=False):
                 env[v] = r
+            if clock is not None and timer is not None:
+                timer(i, clock() - t0)
             for v in node.inputs:
                 if v is not None and self._last_use.get(v) == i and v not in self._keep:
                     env.pop(v, None)
@@ -348,6 +411,31 @@ class TvmExecutor:
 
         entry["kernels"] = [export_kernel(k, Path(folder)).name for k in self.kernels]
         return entry
+
+
+#: Ops that only reinterpret their first input's memory with another (static) shape.
+_VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def _view_shape(node: Node) -> tuple[int, ...] | None:
+    """The static output shape of a view op (same element count, same dtype), else None."""
+    if node.op not in _VIEW_OPS or len(node.outputs) != 1 or not node.inputs:
+        return None
+    src, out = node.inputs[0], node.outputs[0]
+    shape_in, shape_out = _static_shape(src), _static_shape(out)
+    if shape_in is None or shape_out is None or math.prod(shape_in) != math.prod(shape_out):
+        return None
+    if not isinstance(src.type, TensorType) or not isinstance(out.type, TensorType):
+        return None
+    if src.type.dtype != out.type.dtype:
+        return None
+    return shape_out
+
+
+def _perf_counter() -> float:
+    import time
+
+    return time.perf_counter()
 
 
 _BLAS_PREFIXES = ("openblas", "scipy_openblas", "openblas64_", "scipy_openblas64_")

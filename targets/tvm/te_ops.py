@@ -1,7 +1,9 @@
 """TE compute builders for IR nodes, and `lower_group` for `lepton.Fused` groups.
 
 Supported ops: Conv (2-D, NCHW, fp32, groups=1; strides, pads, dilations, optional bias input),
-Add/Sub/Mul/Div with numpy broadcasting, Relu, Identity, and Clip with constant bounds.
+Add/Sub/Mul/Div/Max/Min/PRelu/Pow with numpy broadcasting, Identity, and every unary op of
+`te_elementwise.UNARY_OPS` (Relu, Clip, Gelu, Sigmoid, HardSwish...; constant operands such as
+Clip bounds baked in).
 
 Conv is written so that a CPU schedule can vectorize it without tails or gathers:
 
@@ -24,12 +26,12 @@ extra pass over the output): *by rows* (``conv2d_nchw(rows=True)``: ``conv_flat`
 tap reads are materialised (a 1x1 stride-2 conv copies one phase of four).
 
 Weights (and every other tensor input, constants included) become placeholders, so one kernel
-serves every layer of the same shape; Clip bounds are the only constants baked in.
+serves every layer of the same shape; scalar operands of unary ops (Clip bounds, a Pow
+exponent) are the only constants baked in.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,24 +42,31 @@ from tvm import te, tirx
 from lepton_compiler.errors import LeptonError
 from lepton_compiler.ir import DType, Graph, Node, Value
 
+from .te_elementwise import UNARY_OPS, binary_builder, unary_builder
+
 __all__ = [
     "ConvWorkload",
     "LoweredGroup",
     "LoweringError",
+    "conv2d_cvec",
     "conv2d_direct",
     "conv2d_nchw",
     "conv_workload",
+    "cvec_weight_shape",
     "lower_group",
+    "pack_cvec_weights",
 ]
 
 #: Names of the conv stages (schedules find their blocks by these names).
 XPH, CONV_FLAT, CONV_CROP = "xph", "conv_flat", "conv_crop"
+#: Stages of the channel-vector form (`conv2d_cvec`): padded input, blocked accumulation.
+XPAD, CONV_CVEC = "xpad", "conv_cvec"
 
+#: Two-tensor element-wise ops (numpy broadcasting); Pow only with a tensor exponent.
+_BINARY_NAMES = ("Add", "Sub", "Mul", "Div", "Max", "Min", "PRelu")
+#: Their TE functions ``(a, b) -> expr``.
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
-    "Add": lambda a, b: a + b,
-    "Sub": lambda a, b: a - b,
-    "Mul": lambda a, b: a * b,
-    "Div": lambda a, b: a / b,
+    name: fn for name in _BINARY_NAMES if (fn := binary_builder(name)) is not None
 }
 
 
@@ -316,6 +325,69 @@ def conv2d_direct(
     return te.compute(flat.shape, lambda n, m, p: flat[n, m, p] + bias[m], name=CONV_CROP)
 
 
+def cvec_weight_shape(wl: ConvWorkload, nb: int) -> tuple[int, int, int, int, int]:
+    """The packed weight layout of the channel-vector form: ``[Mpad / nb, C, KH, KW, nb]``
+    (output channels padded with zeros to whole blocks of ``nb``)."""
+    return (-(-wl.m // nb), wl.c, wl.kh, wl.kw, nb)
+
+
+def pack_cvec_weights(w: np.ndarray, wl: ConvWorkload, nb: int) -> np.ndarray:
+    """OIHW weights -> `cvec_weight_shape` (run once at compile time for constant weights),
+    so one register tile's ``nb`` output channels are contiguous for every (c, kh, kw)."""
+    blocks, c, kh, kw, _ = cvec_weight_shape(wl, nb)
+    w = np.asarray(w, dtype=np.float32).reshape(wl.m, c, kh, kw)
+    padded = np.zeros((blocks * nb, c, kh, kw), np.float32)
+    padded[: wl.m] = w
+    return np.ascontiguousarray(padded.reshape(blocks, nb, c, kh, kw).transpose(0, 2, 3, 4, 1))
+
+
+def conv2d_cvec(
+    x: te.Tensor, wp: te.Tensor, bias: te.Tensor | None, wl: ConvWorkload, nb: int
+) -> te.Tensor:
+    """The conv vectorized over output channels (small spatial sizes, pointwise convs).
+
+    ``conv_cvec[n, mb, oh, ow, j]`` accumulates output channel ``mb * nb + j`` from the
+    packed weights ``wp`` (`cvec_weight_shape`): a schedule loads ``nb / lanes`` contiguous
+    weight vectors per (c, tap) and broadcasts one input value per output position, so no
+    lane is wasted on positions that do not fill a vector (7x7 = 49, 14x14 = 196). Padding,
+    when there is any, is a separate ``xpad`` stage; strides and dilations are plain index
+    arithmetic (the input is only ever broadcast, never loaded as a vector). The crop
+    ``conv_crop[n, m, oh, ow] = conv_cvec[n, m // nb, oh, ow, m % nb] (+ bias[m])`` is
+    NCHW, so the epilogue and the kernel interface are those of the other forms.
+    """
+    sh, sw = wl.strides
+    dh, dw = wl.dilations
+    pt, pl, pb, pr = wl.pads
+    ho, wo = wl.out_hw
+    src = x
+    if any(wl.pads):
+        hp, wp_ = wl.h + pt + pb, wl.w + pl + pr
+
+        def pad_fn(n: Any, c: Any, i: Any, j: Any) -> Any:
+            inside = tirx.all(i >= pt, i < pt + wl.h, j >= pl, j < pl + wl.w)
+            return tirx.if_then_else(inside, x[n, c, i - pt, j - pl], tirx.const(0.0, "float32"))
+
+        src = te.compute((wl.n, wl.c, hp, wp_), pad_fn, name=XPAD)
+    rc = te.reduce_axis((0, wl.c), name="rc")
+    rkh = te.reduce_axis((0, wl.kh), name="rkh")
+    rkw = te.reduce_axis((0, wl.kw), name="rkw")
+    blocks = -(-wl.m // nb)
+    acc = te.compute(
+        (wl.n, blocks, ho, wo, nb),
+        lambda n, mb, oh, ow, j: te.sum(
+            src[n, rc, oh * sh + rkh * dh, ow * sw + rkw * dw] * wp[mb, rc, rkh, rkw, j],
+            axis=[rc, rkh, rkw],
+        ),
+        name=CONV_CVEC,
+    )
+
+    def crop(n: Any, m: Any, oh: Any, ow: Any) -> Any:
+        v = acc[n, m // nb, oh, ow, m % nb]
+        return v + bias[m] if bias is not None else v
+
+    return te.compute((wl.n, wl.m, ho, wo), crop, name=CONV_CROP)
+
+
 def _flat_binary(
     fn: Callable[[Any, Any], Any],
     operands: list[tuple[te.Tensor, tuple[int, ...], bool]],
@@ -356,21 +428,13 @@ def _unary(a: te.Tensor, fn: Callable[[Any], Any], name: str) -> te.Tensor:
     return te.compute(a.shape, lambda *i: fn(a(*i)), name=name)
 
 
-def _scalar_const(v: Value | None, outer: dict[Value, Value]) -> float | None:
-    if v is None:
-        return None
-    src = outer.get(v, v)
-    if src.const is None:
-        raise LoweringError(f"Clip bound %{v.name} must be a constant")
-    return float(np.asarray(src.const).reshape(()))
-
-
 def lower_group(
     fused: Node,
     p_align: int = 16,
     flat: bool = False,
     rows: bool = False,
     row_width: int | None = None,
+    cvec: int = 0,
 ) -> LoweredGroup:
     """Lower a `lepton.Fused` node (or a single Conv/element-wise node) to TE.
 
@@ -387,6 +451,9 @@ def lower_group(
             runs inside the conv's register tile. Raises `LoweringError` where it cannot.
         rows: lower the conv by output rows (`conv2d_nchw`'s ``rows``).
         row_width: `conv2d_nchw`'s ``row_width``.
+        cvec: when nonzero, lower the conv vectorized over output channels (`conv2d_cvec`)
+            with blocks of ``cvec`` channels; the weights are then declared packed
+            (`cvec_weight_shape`; `pack_cvec_weights` turns OIHW into it).
 
     Raises:
         LoweringError: an op, attribute, dtype or dynamic shape this backend does not handle.
@@ -407,6 +474,12 @@ def lower_group(
             raise LoweringError("flat lowering needs a direct (1x1, stride 1, unpadded) Conv")
         wl0 = conv_workload(anchor)
         spatial = (wl0.h, wl0.w)
+
+    def const_of(v: Value | None) -> np.ndarray | None:
+        if v is None:
+            return None
+        src = outer.get(v, v)
+        return None if src.const is None else np.asarray(src.const)
 
     def tensor(v: Value | None, as_is: bool = False) -> te.Tensor:
         if v is None:
@@ -440,58 +513,65 @@ def lower_group(
                 raise LoweringError("a group with two Convs is not supported")
             conv = conv_workload(node)
             x = tensor(node.inputs[0])
-            w = tensor(node.inputs[1], as_is=True)
+            wv = node.inputs[1]
+            only_weights = sum(v is wv for n in body for v in n.inputs) == 1
+            if cvec and not flat and wv in position and wv not in env and only_weights:
+                _check_f32(wv)  # declared in the packed layout (`cvec_weight_shape`)
+                w = te.placeholder(cvec_weight_shape(conv, cvec), "float32", f"arg{position[wv]}")
+                env[wv], is_flat[wv] = w, False
+                used.add(wv)
+            elif cvec:
+                raise LoweringError(
+                    "channel-vector conv needs its weights as a body input read by the Conv only"
+                )
+            else:
+                w = tensor(wv, as_is=True)
             b = tensor(node.inputs[2], as_is=True) if conv.has_bias else None
             if b is not None and [int(d) for d in b.shape] != [conv.m]:
                 raise LoweringError(f"{node!r}: bias shape {b.shape}")
             if flat:
                 res = conv2d_direct(x, w, b, conv)
                 is_flat[out] = True
+            elif cvec:
+                res = conv2d_cvec(x, w, b, conv, cvec)
             else:
                 res = conv2d_nchw(x, w, b, conv, p_align, rows, row_width)
-            key.append(("Conv", conv, p_align, rows, row_width))
-        elif op in _BINARY:
+            key.append(("Conv", conv, p_align, rows, row_width, cvec))
+        elif op in _BINARY_NAMES or (op == "Pow" and const_of(node.inputs[1]) is None):
+            if len(node.inputs) != 2:  # Max/Min are variadic in ONNX
+                raise LoweringError(f"{node!r}: {len(node.inputs)} operands")
+            fn = binary_builder(op)
+            assert fn is not None
             a, b = tensor(node.inputs[0]), tensor(node.inputs[1])
             shape = _static_shape(out)
             if flat:
                 if len(shape) != 4 or shape[2:] != spatial:
                     raise LoweringError(f"{node!r}: output {shape} is not conv-shaped")
                 ops = [(env[v], _static_shape(v), is_flat[v]) for v in node.inputs[:2]]  # type: ignore[index]
-                res = _flat_binary(_BINARY[op], ops, shape, name)
+                res = _flat_binary(fn, ops, shape, name)
                 is_flat[out] = True
             else:
-                res = _broadcast(_BINARY[op], a, b, shape, name)
+                res = _broadcast(fn, a, b, shape, name)
             key.append((op, tuple(int(d) for d in a.shape), tuple(int(d) for d in b.shape)))
         elif op == "Identity":
             env[out] = tensor(node.inputs[0])
             is_flat[out] = is_flat.get(node.inputs[0], False)  # type: ignore[arg-type]
             ref[out] = ref.get(node.inputs[0], ("node", i))  # type: ignore[arg-type]
             continue
-        elif op == "Relu":
+        elif op in UNARY_OPS:
+            fn1 = unary_builder(node, const_of)
+            if fn1 is None:
+                raise LoweringError(f"{node!r}: needs constant operands for {op}")
+            _check_f32(out)
             a = tensor(node.inputs[0])
             is_flat[out] = is_flat.get(node.inputs[0], False)  # type: ignore[arg-type]
-            res = _unary(a, lambda v: tirx.max(v, tirx.const(0.0, "float32")), name)
-            key.append(("Relu",))
-        elif op == "Clip":
-            a = tensor(node.inputs[0])
-            is_flat[out] = is_flat.get(node.inputs[0], False)  # type: ignore[arg-type]
-            if len(node.inputs) > 1 or "min" not in node.attrs:
-                lo = _scalar_const(node.inputs[1] if len(node.inputs) > 1 else None, outer)
-                hi = _scalar_const(node.inputs[2] if len(node.inputs) > 2 else None, outer)
-            else:
-                lo, hi = node.attr("min"), node.attr("max")
-            lo_v = -math.inf if lo is None else float(lo)
-            hi_v = math.inf if hi is None else float(hi)
-
-            def clip(v: Any, lo: float = lo_v, hi: float = hi_v) -> Any:
-                if lo != -math.inf:
-                    v = tirx.max(v, tirx.const(lo, "float32"))
-                if hi != math.inf:
-                    v = tirx.min(v, tirx.const(hi, "float32"))
-                return v
-
-            res = _unary(a, clip, name)
-            key.append(("Clip", lo_v, hi_v))
+            res = _unary(a, fn1, name)
+            consts = tuple(
+                None if (c := const_of(v)) is None else repr(np.asarray(c).tolist())
+                for v in node.inputs[1:]
+            )
+            attrs = tuple(sorted((k, repr(val)) for k, val in node.attrs.items()))
+            key.append((op, attrs, consts))
         else:
             raise LoweringError(f"op {op} is not supported by the TVM backend yet")
         if len(node.outputs) != 1:

@@ -40,6 +40,11 @@ __all__ = ["FAMILIES", "KernelPlan", "family_for", "lone_ops", "plan_group"]
 FAMILIES: tuple[str, ...] = (
     "conv",
     "elementwise",
+    "dense",
+    "attention",
+    "norm",
+    "pool",
+    "layout",
 )
 
 
@@ -61,7 +66,10 @@ class KernelPlan:
         packs: parameter position -> NumPy transform from the IR layout to the declared one.
         config: the schedule configuration (for reports and tests), if any.
         family: the family's ``NAME``.
-        dtypes: the declared dtype of each parameter then each output (default float32).
+        param_dtypes: the declared dtype of each parameter (default float32).
+        output_dtypes: the declared dtype of each output (default float32).
+        workload: builds the *unscheduled* PrimFunc (same signature as ``make``'s), which
+            MetaSchedule tunes (`targets.tvm.tune`); None when the family offers none.
     """
 
     key: tuple[Any, ...]
@@ -75,6 +83,7 @@ class KernelPlan:
     family: str = ""
     param_dtypes: list[str] | None = None
     output_dtypes: list[str] | None = None
+    workload: Callable[[], Any] | None = None
 
 
 _MODULES: list[ModuleType] | None = None
@@ -123,5 +132,5 @@ def plan_group(fused: Node, target: Any) -> KernelPlan:
     if mod is None:
         raise LoweringError(f"no TVM kernel for groups anchored on {group_anchor(fused)!r}")
     plan: KernelPlan = mod.plan(fused, target)
-    plan.family = mod.NAME
+    plan.family = plan.family or mod.NAME
     return plan

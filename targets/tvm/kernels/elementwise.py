@@ -1,5 +1,5 @@
-"""Element-wise family: chains of Add/Sub/Mul/Div (numpy broadcasting), Relu, Clip and
-Identity with no anchor, as one parallel, vectorized loop per output."""
+"""Element-wise family: chains of broadcasting binary ops and the unary ops of
+`te_elementwise.UNARY_OPS` with no anchor, as one parallel, vectorized loop per output."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from lepton_compiler.ir import Node
 
 from ..schedules.x86_conv import vector_lanes
 from ..schedules.x86_elementwise import schedule_elementwise_group
-from ..te_ops import LoweringError, lower_group
+from ..te_elementwise import UNARY_OPS
+from ..te_ops import _BINARY_NAMES, LoweringError, lower_group
 from .conv import plan_from_lowered
 
 NAME = "elementwise"
-ANCHORS = ("", "Add", "Sub", "Mul", "Div", "Relu", "Clip")
+ANCHORS = ("", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}))
 
 
 def plan(fused: Node, target: Any) -> Any:

@@ -1,6 +1,8 @@
 """x86 schedule for a fused conv group (Conv NCHW fp32 + bias + ReLU/Clip + residual Add).
 
-Three forms, picked by `kernels.conv.lower_conv` (all keep the kernel interface NCHW):
+Three forms vectorized over output positions, picked by `kernels.conv.lower_conv` (all keep
+the kernel interface NCHW). Small outputs (14x14 and below) and strided convs run instead in
+the channel-vector form of `x86_conv1x1` (`kernels.conv.use_cvec`).
 
 - **flattened** (general; `te_ops.conv2d_nchw`): ``xph`` -> ``conv_flat`` -> ``conv_crop``
   -> epilogue.

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,9 @@ RTOL, ATOL = 1e-3, 1e-4
 
 
 def conv_block_model() -> onnx.ModelProto:
-    """Conv+bias+ReLU, Conv+bias + residual Add + ReLU, MaxPool, then a lone 1x1 Conv (no
-    epilogue) as the output."""
+    """Conv+bias+ReLU, Conv+bias + residual Add + ReLU, MaxPool, CumSum (an op no kernel
+    family takes: the reference fallback), then a lone 1x1 Conv (no epilogue) as the
+    output."""
     rng = np.random.default_rng(0)
 
     def init(name: str, shape: tuple[int, ...], scale: float = 0.2) -> onnx.TensorProto:
@@ -41,7 +43,8 @@ def conv_block_model() -> onnx.ModelProto:
         helper.make_node("Add", ["c2", "x"], ["s"]),
         helper.make_node("Relu", ["s"], ["r2"]),
         helper.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["p", "w3"], ["y"]),
+        helper.make_node("CumSum", ["p", "axis"], ["cs"]),
+        helper.make_node("Conv", ["cs", "w3"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -54,6 +57,7 @@ def conv_block_model() -> onnx.ModelProto:
             init("w2", (16, 16, 3, 3)),
             init("b2", (16,)),
             init("w3", (32, 16, 1, 1)),
+            numpy_helper.from_array(np.array(3, np.int64), "axis"),
         ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -82,14 +86,14 @@ def conv_block_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_conv_block_matches_onnxruntime(conv_block_path: Path) -> None:
-    with pytest.warns(UserWarning, match=r"MaxPool ×1 \(reference kernel\)"):
+    with pytest.warns(UserWarning, match=r"CumSum ×1 \(reference kernel\)"):
         model = lepton_compiler.compile(conv_block_path, backend="tvm")
     assert model.backend == "tvm"
     check_against_ort(model, conv_block_path)
-    # Two fused groups and the lone 1x1 Conv are TVM kernels; MaxPool is the one fallback.
-    assert model.report.fallbacks == ["MaxPool ×1 (reference kernel)"]
+    # Two fused groups, the MaxPool and the lone 1x1 Conv are TVM kernels; CumSum falls back.
+    assert model.report.fallbacks == ["CumSum ×1 (reference kernel)"]
     assert any("100.0% of Conv/MatMul/Gemm FLOPs" in n for n in model.report.notes)
-    assert "MaxPool ×1 (reference kernel)" in str(model.report)
+    assert "CumSum ×1 (reference kernel)" in str(model.report)
     # Results stay valid after the next run (kernel buffers are reused between runs).
     feeds = model.random_inputs(seed=2)
     first = model.run(feeds)["y"]
@@ -105,8 +109,8 @@ def test_executor_attributes(conv_block_path: Path) -> None:
     with pytest.warns(UserWarning):
         graph = lepton_compiler.compile(conv_block_path, backend="tvm").graph
     ex = TvmExecutor(graph, parse_target("host"))
-    assert ex.num_kernels == 3
-    assert ex.fallbacks == ["MaxPool ×1 (reference kernel)"]
+    assert ex.num_kernels == 4
+    assert ex.fallbacks == ["CumSum ×1 (reference kernel)"]
     assert ex.native_flops_share == pytest.approx(1.0)
     assert ex.build_errors == {}
     x = np.random.default_rng(4).standard_normal((1, 16, 32, 32)).astype("f")
@@ -164,12 +168,10 @@ def test_small_cnn_matches_onnxruntime(tmp_path: Path) -> None:
     from benchmarks.models import build
 
     path = build("small_cnn", cache_dir=tmp_path)
-    with pytest.warns(UserWarning, match="reference kernel"):
-        model = lepton_compiler.compile(path, backend="tvm")
+    model = lepton_compiler.compile(path, backend="tvm")
     check_against_ort(model, path)
-    fallbacks = " ".join(model.report.fallbacks)
-    assert "MaxPool ×2 (reference kernel)" in fallbacks
-    assert "Conv" not in fallbacks
+    assert model.report.fallbacks == []  # Flatten is a view; everything else a kernel
+    assert model.executor.native_flops_share == 1.0
 
 
 def test_resnet50_matches_onnxruntime(tmp_path: Path) -> None:
@@ -178,7 +180,8 @@ def test_resnet50_matches_onnxruntime(tmp_path: Path) -> None:
 
     path = build("resnet50", cache_dir=tmp_path)
     start = time.perf_counter()
-    with pytest.warns(UserWarning, match="reference kernel"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback left
         model = lepton_compiler.compile(path, backend="tvm")
     seconds = time.perf_counter() - start
     assert seconds < 120, f"compiling ResNet-50 for tvm took {seconds:.1f} s"
@@ -236,7 +239,8 @@ def test_symbolic_batch_compiles_once_runs_batch_1_and_8(tmp_path: Path) -> None
     from benchmarks.models import build
 
     path = build("small_cnn", batch="batch", cache_dir=tmp_path)
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback left
         model = lepton_compiler.compile(path, backend="tvm")
     ex = model.executor
     assert ex.symbolic

@@ -34,7 +34,7 @@ def conv_text(
     dilations: tuple[int, int] = (1, 1),
     n: int = 1,
     bias: str = "none",  # "none" | "input" (Conv's B) | "add" (Add of [1,M,1,1])
-    act: str = "none",  # "none" | "relu" | "clip"
+    act: str = "none",  # "none" | "relu" | "clip" | any unary ONNX op name ("Sigmoid"...)
     residual: bool = False,
     relu_after_residual: bool = False,
 ) -> str:
@@ -72,6 +72,8 @@ def conv_text(
         lines.append("  lo = Constant<value = float {0.0}>()")
         lines.append("  hi = Constant<value = float {6.0}>()")
         add(f"Clip({last}, lo, hi)")
+    if act not in ("none", "relu", "clip"):
+        add(f"{act}({last})")
     if residual:
         add(f"Add({last}, r)")
         if relu_after_residual:
@@ -141,8 +143,15 @@ CASES = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("form", ["cvec", "other"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_fused_conv_matches_reference(name: str) -> None:
+def test_fused_conv_matches_reference(
+    name: str, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every case in both the channel-vector form and the position-vector forms."""
+    from lepton_compiler.targets.tvm.kernels import conv
+
+    monkeypatch.setattr(conv, "FORCE_CVEC", form == "cvec")
     _check(CASES[name])
 
 
@@ -151,9 +160,12 @@ def test_resnet_block_shape() -> None:
     _check(conv_text(64, 64, (56, 56), (3, 3), pads=(1, 1, 1, 1), bias="input", act="relu"))
 
 
-def test_direct_conv_uses_flat_layout() -> None:
+def test_direct_conv_uses_flat_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     """1x1 stride-1 convs whose H*W splits into vectors run in flat [N, C, H*W] layout (the
-    epilogue inside the register tile); others keep NCHW."""
+    epilogue inside the register tile); others keep NCHW (channel-vector form off)."""
+    from lepton_compiler.targets.tvm.kernels import conv
+
+    monkeypatch.setattr(conv, "FORCE_CVEC", False)
     _, _, fused = _fused(CASES["1x1_flat_bias_relu_residual"])
     kernel = build_group(fused, TARGET)
     assert (1, 16, 64) in kernel.param_shapes and kernel.kernel_output_shapes == [(1, 24, 64)]
@@ -162,9 +174,13 @@ def test_direct_conv_uses_flat_layout() -> None:
     assert build_group(other, TARGET).param_shapes[0] == (1, 16, 7, 7)
 
 
-def test_whole_vector_widths_run_by_rows() -> None:
+def test_whole_vector_widths_run_by_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Widths of whole vectors (or rounded up with little waste: 14 -> 16) run by rows, the
-    epilogue inside the register tile; others keep the flattened NCHW form."""
+    epilogue inside the register tile; others keep the flattened NCHW form (with the
+    channel-vector form, which takes 14x14 outputs by default, switched off)."""
+    from lepton_compiler.targets.tvm.kernels import conv
+
+    monkeypatch.setattr(conv, "FORCE_CVEC", False)
     for name in ("rows_7x7_s2_stem_w64", "rows_padded_w14_residual"):
         _, _, fused = _fused(CASES[name])
         kernel = build_group(fused, TARGET)

@@ -1,0 +1,190 @@
+"""x86 kernels for 2-D pooling (MaxPool, AveragePool) and global pooling, written directly as
+TIR (like `x86_attention`).
+
+Windowed pools run one task per (batch, channel) plane (parallel unless the tensor is small):
+
+1. the plane is copied into a task-local buffer, padded on every side so each window of each
+   output lies inside it (padding holds ``-inf`` for a maximum, 0 for a sum), and split into
+   the ``stride_w`` column phases: ``xph[ph, r, q] = xpad[r, q * stride_w + ph]``. A
+   strided window then reads *contiguous* columns for every tap, and the output loop has no
+   branch;
+2. each output row is one vector loop over its columns, the kernel taps unrolled; an average
+   is multiplied by ``1 / count``, the count per position computed from the window's overlap
+   with the counted range (the input, or the input plus its explicit padding with
+   ``count_include_pad``; the ceil-mode overhang never counts), as in the reference.
+
+Global pools reduce each contiguous plane with vector partial sums (or maxima) and a tree
+reduction across lanes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .x86_attention import (
+    Epilogue,
+    drop_params,
+    epilogue_expr,
+    epilogue_sizes,
+    operand_flags,
+    tree_reduce,
+)
+
+__all__ = ["PoolShape", "global_pool_func", "pool_func"]
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """Everything that determines a windowed pooling kernel (2-D, NCHW).
+
+    Attributes:
+        planes: batch times channels.
+        h, w: input height and width.
+        ho, wo: output height and width.
+        kernel, strides, dilations: per axis (h, w).
+        begin: padding before the input per axis (top, left).
+        end: explicit padding after it (bottom, right), for ``count_include_pad``.
+        is_max: MaxPool (else AveragePool).
+        include_pad: AveragePool's ``count_include_pad``.
+        lanes: fp32 vector lanes.
+        parallel: run the planes in parallel (else on the calling thread).
+    """
+
+    planes: int
+    h: int
+    w: int
+    ho: int
+    wo: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    begin: tuple[int, int]
+    end: tuple[int, int]
+    is_max: bool
+    include_pad: bool
+    lanes: int
+    parallel: bool = True
+
+
+def _count(o: Any, s: int, d: int, k: int, pb: int, lo: int, hi: int) -> Any:
+    """Taps ``t < k`` of the window at output ``o`` whose position ``o*s + t*d - pb`` lies
+    in ``[lo, hi)`` (an int32 PrimExpr)."""
+    base = o * s - pb
+    first = tirx.max(tirx.floordiv(lo - base + (d - 1), d), 0)
+    last = tirx.min(tirx.floordiv(hi - base + (d - 1), d), k)
+    return tirx.max(last - first, 1)
+
+
+def pool_func(a: PoolShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
+    """The pooling kernel ``main(x[, e0, e1], out)`` on flat buffers (see the module
+    docstring); `epi` is applied to each output element as it is stored."""
+    KH, KW = a.kernel
+    SH, SW = a.strides
+    DH, DW = a.dilations
+    PT, PL = a.begin
+    H, W, HO, WO = a.h, a.w, a.ho, a.wo
+    HP = (HO - 1) * SH + (KH - 1) * DH + 1
+    WP = max((WO - 1) * SW + (KW - 1) * DW + 1, PL + W)
+    HP = max(HP, PT + H)
+    WQ = -(-WP // SW)
+    pad = tirx.const(-math.inf if a.is_max else 0.0, "float32")
+    x_n = a.planes * H * W
+    o_n = a.planes * HO * WO
+    e0_n, e1_n = epilogue_sizes(epi)
+    lo_h, hi_h = (-PT, H + a.end[0]) if a.include_pad else (0, H)
+    lo_w, hi_w = (-PL, W + a.end[1]) if a.include_pad else (0, W)
+    taps = [(kh, kw) for kh in range(KH) for kw in range(KW)]
+    loop = T.parallel if a.parallel else T.serial
+
+    def padded(x: Any, p: Any, r: Any, ph: Any, q: Any) -> Any:
+        """The padded plane at row ``r``, column ``q * SW + ph``."""
+        hi = r - PT
+        wi = q * SW + ph - PL
+        inside = tirx.all(hi >= 0, hi < H, wi >= 0, wi < W)
+        idx = p * (H * W) + tirx.min(tirx.max(hi, 0), H - 1) * W + tirx.min(tirx.max(wi, 0), W - 1)
+        return tirx.Select(inside, x[idx], pad)
+
+    def window(xph: Any, oh: Any, ow: Any) -> Any:
+        """Max or sum over the window at (oh, ow) (taps unrolled in the expression)."""
+        vals = [
+            xph[((kw * DW) % SW) * (HP * WQ) + (oh * SH + kh * DH) * WQ + ow + (kw * DW) // SW]
+            for kh, kw in taps
+        ]
+        return tree_reduce(vals, len(vals), tirx.max if a.is_max else tirx.Add)
+
+    def result(xph: Any, oh: Any, ow: Any) -> Any:
+        v = window(xph, oh, ow)
+        if a.is_max:
+            return v
+        cnt = _count(oh, SH, DH, KH, PT, lo_h, hi_h) * _count(ow, SW, DW, KW, PL, lo_w, hi_w)
+        return v / tirx.Cast("float32", cnt)
+
+    @T.prim_func
+    def main_fn(
+        x: T.Buffer((x_n,), "float32"),
+        e0: T.Buffer((e0_n,), "float32"),
+        e1: T.Buffer((e1_n,), "float32"),
+        out: T.Buffer((o_n,), "float32"),
+    ) -> None:
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        for p in loop(a.planes):
+            xph = T.decl_buffer((SW * HP * WQ,), "float32", scope="local")
+            for r, ph in T.grid(HP, SW):
+                for q in T.vectorized(WQ):
+                    xph[ph * (HP * WQ) + r * WQ + q] = padded(x, p, r, ph, q)
+            for oh in range(HO):
+                for ow in T.vectorized(WO):
+                    out[p * (HO * WO) + oh * WO + ow] = epilogue_expr(
+                        epi, result(xph, oh, ow), p * (HO * WO) + oh * WO + ow, [e0, e1]
+                    )
+
+    return drop_params(main_fn, [True, *operand_flags(epi), True])
+
+
+def global_pool_func(
+    planes: int, size: int, is_max: bool, lanes: int, tasks: int, epi: Epilogue | None = None
+) -> tirx.PrimFunc:
+    """Mean (or maximum) of each contiguous plane of ``size`` elements:
+    ``main(x[, e0, e1], out)``, the planes split into ``tasks`` parallel tasks (1: no
+    thread-pool launch at all); `epi` is applied to each result as it is stored."""
+    L = lanes
+    NV, TAIL = size // L, size % L
+    PPT = -(-planes // max(1, min(tasks, planes)))  # planes per task
+    NT = -(-planes // PPT)
+    init = tirx.const(-math.inf if is_max else 0.0, "float32")
+    op = tirx.max if is_max else tirx.Add
+    inv = tirx.const(1.0 / size, "float32")
+    e0_n, e1_n = epilogue_sizes(epi)
+
+    def finish(v: Any) -> Any:
+        return v if is_max else v * inv
+
+    @T.prim_func
+    def main_fn(
+        x: T.Buffer((planes * size,), "float32"),
+        e0: T.Buffer((e0_n,), "float32"),
+        e1: T.Buffer((e1_n,), "float32"),
+        out: T.Buffer((planes,), "float32"),
+    ) -> None:
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        for t in T.parallel(NT):
+            red = T.decl_buffer((L,), "float32", scope="local")
+            acc = T.decl_buffer((1,), "float32", scope="local")
+            for pp in range(PPT):
+                if t * PPT + pp < planes:
+                    for ll in T.vectorized(L):
+                        red[ll] = init
+                    for jo in range(NV):
+                        for ll in T.vectorized(L):
+                            red[ll] = op(red[ll], x[(t * PPT + pp) * size + jo * L + ll])
+                    acc[0] = tree_reduce(red, L, op)
+                    for ll in range(TAIL):
+                        acc[0] = op(acc[0], x[(t * PPT + pp) * size + NV * L + ll])
+                    out[t * PPT + pp] = epilogue_expr(epi, finish(acc[0]), t * PPT + pp, [e0, e1])
+
+    return drop_params(main_fn, [True, *operand_flags(epi), True])
