@@ -67,16 +67,17 @@ CVEC_MIN_STRIDED_CHANNELS = 16
 def use_cvec(wl: ConvWorkload, lanes: int) -> bool:
     """Whether the channel-vector form (`schedules.x86_conv1x1`) should run this conv.
 
-    Measured (2 threads, AVX-512, minima interleaved with ONNX Runtime; ratio to ORT's time,
-    channel-vector vs the position-vector forms): every conv on 14x14 or 7x7 outputs gains
-    or ties (1x1 1024->256 on 14x14 0.55-0.67 vs 0.82-0.95, 2048->512 on 7x7 0.66 vs 1.08,
-    MobileNetV2 960->160 on 7x7 0.55 vs 1.21, 3x3 512->512 on 7x7 1.0 vs 1.3, 256->256 on
-    14x14 tie), and so do strided convs, which the other forms run through a stride-phase
-    copy (1x1/2 256->512 from 56x56 0.63 vs 1.79, 3x3/2 128->128 from 56x56 0.91-0.96 vs
-    0.97-1.10). Stride-1 convs on 28x28 and larger stay on the position-vector forms (1x1
-    128->512 on 28x28 1.03 vs 1.33; MobileNetV2's few-channel 1x1 convs on 112x112/56x56
-    0.4-0.7 vs 0.7-1.4): their writes are whole vectors, the channel-vector tile's are
-    transposed scalars. ``lanes`` is accepted for targets with other vector widths.
+    Measured (2 threads, AVX-512 on Zen 4, minima interleaved with ONNX Runtime; ratio to
+    ORT's time, channel-vector vs the position-vector forms; `bench_conv --form`): every conv
+    on 14x14 or 7x7 outputs gains or ties (1x1 2048->512 on 7x7 0.98 vs 1.30, MobileNetV2
+    960->320 on 7x7 0.48 vs 0.71 and 576->96 on 14x14 0.47 vs 0.72, 3x3 512->512 on 7x7 1.03
+    vs 1.33, 256->256 on 14x14 0.95 vs 1.09), and so do strided convs, which the other forms
+    run through a stride-phase copy (1x1/2 1024->2048 from 14x14 0.49 vs 0.67, 3x3/2
+    512->512 from 14x14 0.98 vs 1.30). Stride-1 convs on 28x28 and larger stay on the
+    position-vector forms (1x1 128->512 on 28x28 0.93 vs 1.13; MobileNetV2's few-channel 1x1
+    convs on 112x112/56x56 0.4-0.8 vs 0.7-2.5): their stores are whole vectors, the
+    channel-vector tile's are transposed scalars. ``lanes`` is accepted for targets with
+    other vector widths.
     """
     del lanes
     if FORCE_CVEC is not None:

@@ -157,6 +157,7 @@ SOFTMAX = {
     "middle_axis": ((2, 19, 21), 1),
     "first_axis": ((5, 6, 40), 0),
     "inner_tail": ((2, 7, 5, 3), 1),
+    "wide_inner_overlap": ((2, 5, 300), 1),
 }
 
 
@@ -186,7 +187,8 @@ def _tvm_target() -> Any:
     return tvm.target.Target(TARGET)
 
 
-@pytest.mark.parametrize("name", ["last_axis_odd", "middle_axis", "inner_tail"])
+@pytest.mark.parametrize("name", ["last_axis_odd", "middle_axis", "inner_tail",
+                                  "wide_inner_overlap"])  # fmt: skip
 def test_softmax_parallel_form(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Small tensors run on the calling thread; with the threshold at 0 the same shapes run
     split into parallel tasks, with the same results."""

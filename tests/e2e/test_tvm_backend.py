@@ -1,0 +1,99 @@
+"""Whole models through ``compile(backend="tvm")``: outputs match ONNX Runtime on the
+standard models (symbolic batch at batch 1 and 8) and on the two real models with real
+inputs (MNIST's 10,000 test images, UltraFace on photos)."""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("tvm")
+
+import lepton_compiler
+from lepton_compiler.testing import run_onnxruntime
+from tests.e2e.conftest import ModelCache
+from tests.e2e.test_models import make_feeds, ort_timed
+
+REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "models"
+
+
+def _compile_tvm(path: Path | str, **kwargs: object) -> lepton_compiler.CompiledModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fallbacks are checked where they matter
+        return lepton_compiler.compile(str(path), backend="tvm", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "mlp", "bert_tiny", "mobilenetv2", "resnet50"])
+def test_symbolic_batch_1_and_8_match_onnxruntime(models: ModelCache, name: str) -> None:
+    path = models.path(name, batch="batch")
+    compiled = _compile_tvm(path)
+    assert compiled.executor.native_flops_share == pytest.approx(1.0)
+    for batch in (1, 8):
+        feeds = make_feeds(name, batch)
+        ours = compiled.run(feeds)
+        theirs, _ = ort_timed(path, feeds)
+        for key, ref in theirs.items():
+            assert ours[key].shape == ref.shape
+            np.testing.assert_allclose(ours[key], ref, rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+def _real(name: str) -> Path:
+    path = REAL / name / "model.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real models live in ../shared/models beside the repo)")
+    return path
+
+
+def _mnist_test_set() -> tuple[np.ndarray, np.ndarray]:
+    with gzip.open(REAL / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    with gzip.open(REAL / "mnist" / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images.astype(np.float32), labels
+
+
+def test_mnist_all_test_images_agree_with_onnxruntime() -> None:
+    """All 10,000 test images one by one (the model's Reshape fixes batch 1): the same
+    top-1 as ONNX Runtime on every image, and its accuracy (98.91 %)."""
+    import onnxruntime as ort
+
+    path = _real("mnist")
+    compiled = _compile_tvm(path)
+    assert compiled.report.fallbacks == []
+    images, labels = _mnist_test_set()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours, theirs = np.empty(len(images), np.int64), np.empty(len(images), np.int64)
+    worst = 0.0
+    for i in range(len(images)):
+        x = images[i : i + 1]
+        out = compiled.run({"Input3": x})["Plus214_Output_0"]
+        ref = session.run(None, {"Input3": x})[0]
+        worst = max(worst, float(np.abs(out - ref).max() / (1.0 + np.abs(ref).max())))
+        ours[i], theirs[i] = out.argmax(), ref.argmax()
+    assert worst < 1e-4
+    assert (ours == theirs).all()
+    assert float((ours == labels).mean()) == pytest.approx(0.9891, abs=1e-4)
+
+
+def test_ultraface_on_photos_matches_onnxruntime() -> None:
+    from PIL import Image
+
+    path = _real("ultraface")
+    compiled = _compile_tvm(path)
+    assert compiled.executor.native_flops_share == pytest.approx(1.0)
+    model = onnx.load(path)
+    photos = sorted((REAL / "ultraface" / "images").glob("*.jpg"))[:3]
+    assert photos
+    for photo in photos:
+        rgb = np.asarray(Image.open(photo).convert("RGB").resize((320, 240)), np.float32)
+        x = ((rgb - 127.0) / 128.0).transpose(2, 0, 1)[None].copy()
+        ours = compiled.run({"input": x})
+        theirs = run_onnxruntime(model, {"input": x})
+        for key, ref in theirs.items():
+            np.testing.assert_allclose(ours[key], ref, rtol=1e-3, atol=1e-3, err_msg=key)
+        assert (ours["scores"][0, :, 1] > 0.7).any(), f"no face found in {photo.name}"
