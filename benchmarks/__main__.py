@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=None, help="interleaved timed rounds (overrides --quick)"
     )
     p.add_argument(
+        "--lead-in",
+        type=int,
+        default=1,
+        metavar="N",
+        help="untimed runs of a configuration right before each of its timed runs, so no "
+        "runtime pays for the previous one's spinning thread pool (default 1)",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=600.0,
@@ -164,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         warmup=args.warmup if args.warmup is not None else (2 if args.quick else 5),
         rounds=args.rounds if args.rounds is not None else (5 if args.quick else 30),
+        lead_in=max(0, args.lead_in),
         timeout_s=args.timeout or None,
         progress=not args.no_progress,
         cache_dir=args.cache_dir,

@@ -99,6 +99,12 @@ class BenchSettings:
         warmup_max_s: no further warm-up run starts after this many seconds of warm-up (a
             model that takes seconds per run is warm after one).
         rounds: interleaved timed rounds (one run of each configuration per round).
+        lead_in: untimed runs of a configuration right before each of its timed runs, so
+            every timed run starts in that runtime's steady state: the previous
+            configuration's thread pool (ONNX Runtime's and TVM's workers keep spinning
+            after a run) has gone quiet and this one's workers are awake. Without it the
+            runtime timed after another one pays for it (measured here: ONNX Runtime's
+            ResNet-50 doubled right after a TVM run).
         timeout_s: limit per configuration for compile + warm-up, and again for its timed runs
             (None: no limit).
         progress: show a progress bar on stderr.
@@ -116,6 +122,7 @@ class BenchSettings:
     warmup: int = 5
     warmup_max_s: float = 10.0
     rounds: int = 30
+    lead_in: int = 1
     timeout_s: float | None = 600.0
     progress: bool = True
     cache_dir: str | os.PathLike[str] | None = None
@@ -663,7 +670,9 @@ def run_matrix(
             "rounds": settings.rounds,
             "timeout_s": settings.timeout_s,
             "baseline": BASELINE,
-            "interleaving": "one run per config per round, order rotated by one each round",
+            "interleaving": "one timed run per config per round, order rotated by one each "
+            f"round, each timed run preceded by {settings.lead_in} untimed run(s) of the same "
+            "config",
             "ratio": "median over rounds of t(config) / t(baseline) in the same round",
             "memory": "peak_mib: max RSS sampled every 5 ms during compile + warm-up minus "
             "RSS before (after gc and malloc_trim); retained_mib: RSS after minus before",
@@ -772,6 +781,9 @@ def _run_model(
                 result.times_ms.extend([None] * (r - len(result.times_ms)))
                 if run is None:
                     continue
+                for _ in range(settings.lead_in):
+                    with contextlib.suppress(Exception):  # a failing run fails when timed
+                        run()
                 elapsed = _timed_run(run, result, settings, spent[config_name], r)
                 if elapsed is None:
                     del runners[config_name]

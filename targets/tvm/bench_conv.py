@@ -80,6 +80,7 @@ RESNET50 = [
 #: MobileNetV2's pointwise convs (expand ``Conv+Clip``, project ``Conv``/``Conv+Add``), one
 #: per distinct shape, input 224x224.
 MOBILENETV2 = [
+    Shape("mb stem 3->32 3x3/2", 3, 32, 224, 3, 2, 1),
     Shape("mb 32->16 1x1 112", 32, 16, 112, 1, 1, 0),
     Shape("mb 16->96 1x1 112", 16, 96, 112, 1, 1, 0),
     Shape("mb 96->24 1x1 56", 96, 24, 56, 1, 1, 0),
