@@ -247,6 +247,12 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", metavar="DIR", help="save every output as DIR/<name>.npy")
     p.add_argument("--benchmark", action="store_true", help="also time the model")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="tvm backend: time every step and print where the time goes (kernel family, "
+        "reference fallback or view), slowest first",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
     p.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
     _add_compile_options(p, " (used when given an .onnx model)")
@@ -300,6 +306,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     model = _open(args.model, args)
+    profile = getattr(model.executor, "profile", None) if args.profile else None
+    if args.profile and profile is None:
+        raise LeptonError(f"--profile needs the tvm backend (this model runs on {model.backend})")
     feeds = _read_inputs(args.inputs, model)
     if not feeds:
         print(
@@ -323,6 +332,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms, "
             f"mean {stats['mean_ms']:.3f} ms"
         )
+    if profile is not None:
+        rows = profile(model.check_inputs(feeds), repeat=args.repeat)
+        total = sum(r["ms"] for r in rows)
+        print(f"profile ({args.repeat} runs, median per run; steps sum to {total:.3f} ms):")
+        for r in rows:
+            print(
+                f"  {r['label'][:40]:<40} {r['kind']:<18} x{r['count']:<4} {r['ms']:9.3f} ms "
+                f"{100 * r['share']:5.1f} %"
+            )
     return 0
 
 
@@ -416,7 +434,13 @@ def _open(path: str, args: argparse.Namespace) -> Any:
     if os.path.isdir(path):
         from .runtime.artifact import load
 
-        return load(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            model = load(path)
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                print(f"warning: {w.message}", file=sys.stderr)
+        return model
     if not os.path.exists(path):
         raise LeptonError(f"no such artifact or model: {path}")
     return _compile(path, args)

@@ -327,3 +327,36 @@ def test_keyboard_interrupt_exits_130(
     monkeypatch.setattr(cli, "_compile", interrupted)
     assert cli.main([str(model_path), "-o", str(tmp_path / "o")]) == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+# -- tvm backend ----------------------------------------------------------------------------------
+
+
+def test_tvm_artifact_runs_with_profile(
+    model_path: Path, tmp_path: Path, x_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tvm")
+    out = tmp_path / "mlp_tvm.lepton"
+    assert cli.main([str(model_path), "-o", str(out), "--backend", "tvm"]) == 0
+    assert "backend tvm" in capsys.readouterr().out
+    assert (out / "kernels").is_dir() and any((out / "kernels").iterdir())
+    argv = ["run", str(out), "--input", str(x_file), "--profile", "--repeat", "3"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "profile (3 runs" in text
+    assert "tvm:dense" in text  # the MatMul+Add(+Relu) groups
+
+
+def test_profile_needs_the_tvm_backend(
+    artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", str(artifact), "--profile"]) == 1
+    assert_clean_error(1, capsys.readouterr().err, "--profile needs the tvm backend")
+
+
+def test_tune_needs_the_tvm_backend(
+    model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main([str(model_path), "-o", str(tmp_path / "o"), "--tune", "4"])
+    assert_clean_error(code, capsys.readouterr().err, "tvm backend only")
+    assert not (tmp_path / "o").exists()

@@ -484,6 +484,18 @@ class TvmExecutor:
                 self._current = self._specialization(shapes)
         return self._current.run(feeds)
 
+    def profile(self, feeds: Mapping[str, Any], repeat: int = 10) -> list[dict[str, Any]]:
+        """`StaticExecutor.profile` of the specialization for the feeds' shapes."""
+        if self.symbolic:
+            shapes = {
+                v.name: np.shape(feeds[v.name])
+                for v in self.graph.inputs
+                if v.name in feeds and isinstance(v.type, TensorType)
+            }
+            with self._lock:
+                self._current = self._specialization(shapes)
+        return self._current.profile(feeds, repeat)
+
     def __getattr__(self, name: str) -> Any:
         # fallbacks, native_flops_share, kernels, build_errors, num_kernels, export_kernels...
         if name.startswith("__") or name in ("_current", "_by_shape"):
