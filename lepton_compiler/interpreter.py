@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, LeptonError, LoweringError
-from .ir import Graph, Value
+from .ir import Graph, Node, Value
 from .ops.registry import lookup_node
 
 
@@ -43,6 +43,35 @@ def run_graph(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, Any]:
     return {v.name: r for v, r in zip(graph.outputs, results, strict=True)}
 
 
+def run_node(node: Node, env: Mapping[Value, Any]) -> list[Any]:
+    """Run one node's reference kernel on the values in `env` (inputs and captured outer
+    values); returns its outputs (at least one per node output).
+
+    Raises:
+        LoweringError: the op has no reference kernel, or the kernel failed (the message
+            names the node and the error).
+    """
+    opdef = lookup_node(node)
+    if opdef is None or opdef.reference is None:
+        raise LoweringError(f"op {node.op} (node {node.name!r}) has no reference kernel")
+    inputs = [None if v is None else env[v] for v in node.inputs]
+    try:
+        outs = opdef.reference(node, inputs, env)
+    except LeptonError:
+        raise
+    except Exception as e:
+        raise LoweringError(
+            f"reference kernel of {node.op} node {node.name!r} failed: "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    if len(outs) < len(node.outputs):
+        raise LoweringError(
+            f"{node.op} node {node.name!r} produced {len(outs)} outputs, "
+            f"expected {len(node.outputs)}"
+        )
+    return list(outs)
+
+
 def run_subgraph(graph: Graph, bound: Mapping[Value, Any], scope: Mapping[Value, Any]) -> list[Any]:
     """Run `graph` with its inputs bound, reading captured outer values from `scope`.
 
@@ -61,24 +90,7 @@ def run_subgraph(graph: Graph, bound: Mapping[Value, Any], scope: Mapping[Value,
                 last_use[v] = i
     keep = set(graph.outputs) | set(scope) | set(graph.initializers.values())
     for i, node in enumerate(nodes):
-        opdef = lookup_node(node)
-        if opdef is None or opdef.reference is None:
-            raise LoweringError(f"op {node.op} (node {node.name!r}) has no reference kernel")
-        inputs = [None if v is None else env[v] for v in node.inputs]
-        try:
-            outs = opdef.reference(node, inputs, env)
-        except LeptonError:
-            raise
-        except Exception as e:
-            raise LoweringError(
-                f"reference kernel of {node.op} node {node.name!r} failed: "
-                f"{type(e).__name__}: {e}"
-            ) from e
-        if len(outs) < len(node.outputs):
-            raise LoweringError(
-                f"{node.op} node {node.name!r} produced {len(outs)} outputs, "
-                f"expected {len(node.outputs)}"
-            )
+        outs = run_node(node, env)
         for v, r in zip(node.outputs, outs, strict=False):
             env[v] = r
         for v in node.inputs:

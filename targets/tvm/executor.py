@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from lepton_compiler.errors import InputError, LeptonError, LoweringError
+from lepton_compiler.errors import InputError, LeptonError
+from lepton_compiler.interpreter import run_node
 from lepton_compiler.ir import Graph, Node, TensorType, Value
-from lepton_compiler.ops.registry import lookup_node
 
 __all__ = ["StaticExecutor", "TvmExecutor", "model_flops"]
 
@@ -397,7 +397,7 @@ class StaticExecutor:
                 outs = [
                     x.reshape(step.view_shape)
                     if isinstance(x, np.ndarray)
-                    else _reference(node, env)[0]
+                    else run_node(node, env)[0]
                 ]
             elif step.kernel is not None:
                 for pos, v, _shape in step.staged:
@@ -405,7 +405,7 @@ class StaticExecutor:
                 step.kernel.func(*step.args)
                 outs = step.out_views
             else:
-                outs = _reference(node, env)
+                outs = run_node(node, env)
             for v, r in zip(node.outputs, outs, strict=False):
                 env[v] = r
             if clock is not None and timer is not None:
@@ -665,27 +665,6 @@ def _wrap_single(node: Node) -> tuple[Node, list[Value]]:
         name=f"{node.name}_single",
     )
     return fused, group_inputs
-
-
-def _reference(node: Node, env: dict[Value, Any]) -> list[Any]:
-    opdef = lookup_node(node)
-    if opdef is None or opdef.reference is None:
-        raise LoweringError(f"op {node.op} (node {node.name!r}) has no reference kernel")
-    inputs = [None if v is None else env[v] for v in node.inputs]
-    try:
-        outs = opdef.reference(node, inputs, env)
-    except LeptonError:
-        raise
-    except Exception as e:
-        raise LoweringError(
-            f"reference kernel of {node.op} node {node.name!r} failed: {type(e).__name__}: {e}"
-        ) from e
-    if len(outs) < len(node.outputs):
-        raise LoweringError(
-            f"{node.op} node {node.name!r} produced {len(outs)} outputs, "
-            f"expected {len(node.outputs)}"
-        )
-    return list(outs)
 
 
 def _liveness(graph: Graph) -> tuple[dict[Value, int], set[Value]]:
