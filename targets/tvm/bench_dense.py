@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .bench_conv import _ort_session, _timed
+
 
 @dataclass(frozen=True)
 class DenseShape:
@@ -103,30 +105,6 @@ def _dense_group(model: Any) -> tuple[Any, list[Any]]:
     raise RuntimeError(f"no dense node in the compiled graph:\n{cm.graph}")
 
 
-def _ort_session(model: Any, threads: int, spin: bool) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _timed(fn: Any, warm: int, n: int) -> list[float]:
-    """Seconds per call of `fn` for `n` calls after `warm` untimed ones."""
-    for _ in range(warm):
-        fn()
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def bench(
     shapes: list[DenseShape],
     threads: int,
@@ -153,7 +131,7 @@ def bench(
         build_s = time.perf_counter() - t0
         args = kernel.prepare(inputs)
         ours_out = kernel(*inputs)[0]
-        sess = _ort_session(model, threads, spin=False)
+        sess = _ort_session(model, threads, {}, spin=False)
         ort_out = sess.run(None, feeds)[0]
         err = float(np.abs(ours_out - ort_out).max() / max(1e-6, np.abs(ort_out).max()))
         for _ in range(5):
@@ -164,7 +142,7 @@ def bench(
         for _ in range(max(1, repeat // block)):
             t_ours += _timed(partial(kernel.func, *args), warm, block)
             t_ort += _timed(partial(sess.run, None, feeds), warm, block)
-        spin_sess = _ort_session(model, threads, spin=True)
+        spin_sess = _ort_session(model, threads, {}, spin=True)
         t_spin = _timed(partial(spin_sess.run, None, feeds), 10, repeat)
         ours, ort_ns, ort_sp = (float(np.median(t)) * 1e3 for t in (t_ours, t_ort, t_spin))
         ort_ms = min(ort_ns, ort_sp)
