@@ -45,6 +45,7 @@ FAMILIES: tuple[str, ...] = (
     "norm",
     "pool",
     "layout",
+    "gather",
 )
 
 
