@@ -67,14 +67,14 @@ def test_mnist_all_test_images_agree_with_onnxruntime() -> None:
     assert compiled.report.fallbacks == []
     images, labels = _mnist_test_set()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ours, theirs = np.empty(len(images), np.int64), np.empty(len(images), np.int64)
-    worst = 0.0
-    for i in range(len(images)):
-        x = images[i : i + 1]
-        out = compiled.run({"Input3": x})["Plus214_Output_0"]
-        ref = session.run(None, {"Input3": x})[0]
-        worst = max(worst, float(np.abs(out - ref).max() / (1.0 + np.abs(ref).max())))
-        ours[i], theirs[i] = out.argmax(), ref.argmax()
+    # One runtime after the other: alternating them per image makes each wait for the
+    # other's spinning thread pool (about 100x slower here).
+    ours_out = np.stack([compiled.run({"Input3": images[i : i + 1]})["Plus214_Output_0"][0]
+                         for i in range(len(images))])  # fmt: skip
+    theirs_out = np.stack([session.run(None, {"Input3": images[i : i + 1]})[0][0]
+                           for i in range(len(images))])  # fmt: skip
+    worst = float((np.abs(ours_out - theirs_out).max(1) / (1.0 + np.abs(theirs_out).max(1))).max())
+    ours, theirs = ours_out.argmax(1), theirs_out.argmax(1)
     assert worst < 1e-4
     assert (ours == theirs).all()
     assert float((ours == labels).mean()) == pytest.approx(0.9891, abs=1e-4)
