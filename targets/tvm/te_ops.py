@@ -168,6 +168,22 @@ def _static_shape(v: Value) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
+#: The dtypes anchor-less element-wise groups take (Cast converts between them).
+_TVM_DTYPES = {DType.FLOAT32: "float32", DType.INT32: "int32", DType.INT64: "int64"}
+#: Binary ops that are exact on integers with TVM's semantics (Div truncates, unlike ONNX's
+#: reference on negative operands, so it stays float only).
+_INT_BINARY = ("Add", "Sub", "Mul", "Max", "Min")
+
+
+def _cast(a: te.Tensor, to: str, name: str) -> te.Tensor:
+    return te.compute(a.shape, lambda *i: a(*i).astype(to), name=name)
+
+
+def _check_elementwise_dtype(v: Value) -> None:
+    if v.dtype not in _TVM_DTYPES:
+        raise LoweringError(f"%{v.name}: {v.dtype} is not supported in element-wise kernels")
+
+
 def _check_f32(v: Value) -> None:
     if v.dtype is not DType.FLOAT32:
         raise LoweringError(f"%{v.name}: only float32 is supported, got {v.dtype}")
@@ -459,6 +475,7 @@ def lower_group(
         LoweringError: an op, attribute, dtype or dynamic shape this backend does not handle.
     """
     body: Graph = fused.attrs["body"]
+    conv_free = not any(n.op == "Conv" for n in body)  # other dtypes only without a conv
     outer = {b: o for b, o in zip(body.inputs, fused.inputs, strict=True) if o is not None}
     position = {b: i for i, b in enumerate(body.inputs)}
     env: dict[Value, te.Tensor] = {}
@@ -487,7 +504,10 @@ def lower_group(
         if v in env:
             return env[v]
         if v in position:
-            _check_f32(v)
+            if conv_free:
+                _check_elementwise_dtype(v)
+            else:
+                _check_f32(v)
             shape = _static_shape(v)
             vflat = False
             if spatial is not None and not as_is:
@@ -496,7 +516,7 @@ def lower_group(
                     shape, vflat = (*shape[:-2], spatial[0] * spatial[1]), True
                 elif s4[2:] != (1, 1):
                     raise LoweringError(f"%{v.name} {shape} does not broadcast in flat layout")
-            t = te.placeholder(shape, "float32", name=f"arg{position[v]}")
+            t = te.placeholder(shape, _TVM_DTYPES.get(v.dtype, "float32"), name=f"arg{position[v]}")
             env[v], is_flat[v] = t, vflat
             used.add(v)
             return t
@@ -540,6 +560,8 @@ def lower_group(
         elif op in _BINARY_NAMES or (op == "Pow" and const_of(node.inputs[1]) is None):
             if len(node.inputs) != 2:  # Max/Min are variadic in ONNX
                 raise LoweringError(f"{node!r}: {len(node.inputs)} operands")
+            if out.dtype is not DType.FLOAT32 and op not in _INT_BINARY:
+                raise LoweringError(f"{node!r}: {op} on {out.dtype} is not supported")
             fn = binary_builder(op)
             assert fn is not None
             a, b = tensor(node.inputs[0]), tensor(node.inputs[1])
@@ -553,6 +575,13 @@ def lower_group(
             else:
                 res = _broadcast(fn, a, b, shape, name)
             key.append((op, tuple(int(d) for d in a.shape), tuple(int(d) for d in b.shape)))
+        elif op == "Cast":
+            a = tensor(node.inputs[0])
+            _check_elementwise_dtype(out)
+            to = _TVM_DTYPES[out.dtype]  # type: ignore[index]
+            is_flat[out] = is_flat.get(node.inputs[0], False)  # type: ignore[arg-type]
+            res = _cast(a, to, name)
+            key.append(("Cast", str(a.dtype), to))
         elif op == "Identity":
             env[out] = tensor(node.inputs[0])
             is_flat[out] = is_flat.get(node.inputs[0], False)  # type: ignore[arg-type]
@@ -586,7 +615,9 @@ def lower_group(
         outputs.append(env[o])
     params_v = sorted(used, key=lambda v: position[v])
     params = [env[v] for v in params_v]
-    in_shapes = tuple((position[v], tuple(int(d) for d in env[v].shape)) for v in params_v)
+    in_shapes = tuple(
+        (position[v], tuple(int(d) for d in env[v].shape), str(env[v].dtype)) for v in params_v
+    )
     out_ids = tuple(names.index(t.op.name) for t in outputs)
     if flat and not all(is_flat.get(o, False) for o in body.outputs):
         raise LoweringError("a group output is not in flat layout")

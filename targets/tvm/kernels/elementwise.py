@@ -1,5 +1,6 @@
-"""Element-wise family: chains of broadcasting binary ops and the unary ops of
-`te_elementwise.UNARY_OPS` with no anchor, as one parallel, vectorized loop per output."""
+"""Element-wise family: chains of broadcasting binary ops, Cast and the unary ops of
+`te_elementwise.UNARY_OPS` with no anchor, as one parallel, vectorized loop per output.
+Tensors may be float32, int32 or int64 (unary math ops stay float32)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..te_ops import _BINARY_NAMES, LoweringError, lower_group
 from .conv import plan_from_lowered
 
 NAME = "elementwise"
-ANCHORS = ("", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}))
+ANCHORS = ("", "Cast", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}))
 
 
 def plan(fused: Node, target: Any) -> Any:
@@ -23,4 +24,7 @@ def plan(fused: Node, target: Any) -> Any:
         raise LoweringError("a conv group belongs to the conv family")
     lanes = vector_lanes(target)
     lg = lower_group(fused)
-    return plan_from_lowered(lg, lambda: schedule_elementwise_group(lg, lanes), ("ew", lanes))
+    plan = plan_from_lowered(lg, lambda: schedule_elementwise_group(lg, lanes), ("ew", lanes))
+    plan.param_dtypes = [str(t.dtype) for t in lg.params]
+    plan.output_dtypes = [str(t.dtype) for t in lg.outputs]
+    return plan

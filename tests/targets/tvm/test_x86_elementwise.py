@@ -84,3 +84,41 @@ def test_unknown_op_is_refused() -> None:
     fused, _ = _wrap_single(node)
     with pytest.raises(LoweringError):
         build_group(fused, TARGET)
+
+
+def test_cast_chain_from_int64_mask() -> None:
+    """BERT's mask preparation: Cast(int64 -> float) then (1 - m) * -10000."""
+    text = HEADER + (
+        "g (int64[2,16] m) => (float[2,16] y) {\n"
+        "  one = Constant<value = float {1.0}>()\n"
+        "  big = Constant<value = float {-10000.0}>()\n"
+        "  f = Cast<to = 1>(m)\n  d = Sub(one, f)\n  y = Mul(d, big)\n}"
+    )
+    g, ref = graph_from_text(text), graph_from_text(text)
+    GroupFusionPass()(g, PassContext())
+    group = next(n for n in g if n.op == "lepton.Fused")
+    kernel = build_group(group, TARGET)
+    assert kernel.param_dtypes[0] == "int64"  # then the two scalar constants
+    m = np.random.default_rng(0).integers(0, 2, (2, 16)).astype(np.int64)
+    args = [m if v.name == "m" else v.const for v in group.inputs]
+    np.testing.assert_array_equal(kernel(*args)[0], run_graph(ref, {"m": m})["y"])
+
+
+def test_integer_add_and_float_add_are_different_kernels() -> None:
+    def lone(dtype: str) -> object:
+        text = HEADER + f"g ({dtype}[8] a, {dtype}[8] b) => ({dtype}[8] y) {{\n  y = Add(a, b)\n}}"
+        fused, _ = _wrap_single(next(iter(graph_from_text(text))))
+        return build_group(fused, TARGET)
+
+    k_int, k_float = lone("int64"), lone("float")
+    assert k_int.digest != k_float.digest
+    a = np.arange(8, dtype=np.int64)
+    np.testing.assert_array_equal(k_int(a, a)[0], a + a)
+    assert k_int.output_dtypes == ["int64"]
+
+
+def test_integer_div_is_refused() -> None:
+    text = HEADER + "g (int64[8] a, int64[8] b) => (int64[8] y) {\n  y = Div(a, b)\n}"
+    fused, _ = _wrap_single(next(iter(graph_from_text(text))))
+    with pytest.raises(LoweringError, match="Div on int64"):
+        build_group(fused, TARGET)
