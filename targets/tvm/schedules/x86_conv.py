@@ -27,6 +27,8 @@ the channel-vector form of `x86_conv1x1` (`kernels.conv.use_cvec`).
 
 - **flat direct** (1x1, stride 1, unpadded, ``H*W`` whole vectors): no ``xph`` copy at all;
   the kernel declares NCHW tensors as ``[N, C, H*W]`` and the epilogue runs in the tile.
+  Narrow ones with big outputs (`STORE_BOUND_MAX_CHANNELS`, store-bound) sweep channel
+  blocks outside position tiles.
 
 `vectorize`/`parallel` are applied before `decompose_reduction` (the other order is a
 ScheduleError in TVM 0.27).
@@ -228,7 +230,30 @@ def _flat_config(wl: ConvWorkload, lanes: int, max_acc: int) -> ConvConfig:
             if best is None or score > best[0] + 1e-9:
                 best = (score, ConvConfig(lanes, ocb, nvec))
     assert best is not None
-    return _with_loop_order(wl, best[1], -(-nv // best[1].nvec))
+    cfg = _with_loop_order(wl, best[1], -(-nv // best[1].nvec))
+    out_bytes = 4 * wl.n * wl.m * wl.h * wl.w
+    if wl.c <= STORE_BOUND_MAX_CHANNELS and out_bytes > STORE_BOUND_MIN_OUTPUT_BYTES:
+        cfg = replace(cfg, spatial_outer=False)
+    return cfg
+
+
+#: Direct (flat) 1x1 convs with at most this many input channels and an output above
+#: `STORE_BOUND_MIN_OUTPUT_BYTES` put channel blocks outside position tiles. Such a conv is
+#: bound by its output stores (16->96 on 112x112 writes 4.8 MB from 0.8 MB of input), and
+#: its output does not stay in a core's L2: position tiles outside meant ``M`` interleaved
+#: write streams per thread, channel blocks outside write ``ocb`` whole planes in turn, and
+#: each thread writes the channels the next layer's thread reads (the depthwise kernels
+#: split channels between threads the same way). Measured (2 threads, Zen 4; per-step
+#: minima in the model, interleaved A/B, 30x10 runs): MobileNetV2's 16->96 on 112x112 +
+#: Clip 0.54 -> 0.45 ms quiet (1.02 -> 0.90 ms loaded); in a tight loop with the caches
+#: swept before each call 0.73 -> 0.49 ms (noisy: 0.72 -> 0.70 in another run), hot in L2
+#: about equal (0.32-0.36 ms either way; ONNX Runtime 0.41 ms). Smaller outputs lose a
+#: little in the model (24->144 on 56x56, 1.8 MB: 0.136 -> 0.150 ms; 32->192 on 28x28:
+#: 0.064 -> 0.076 ms; 32->16 on 112x112: 0.084 -> 0.092 ms), hence the size bound.
+#: ResNet-50 has no flat conv this narrow.
+STORE_BOUND_MAX_CHANNELS = 32
+#: See `STORE_BOUND_MAX_CHANNELS`: the per-core L2 here (2 MiB).
+STORE_BOUND_MIN_OUTPUT_BYTES = 2 << 20
 
 
 def schedule_conv_group(

@@ -174,6 +174,52 @@ def test_direct_conv_uses_flat_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_group(other, TARGET).param_shapes[0] == (1, 16, 7, 7)
 
 
+FLAT_ORDER_CASES = {
+    "narrow_clip_batch2": conv_text(16, 24, (8, 8), (1, 1), bias="input", act="clip", n=2),
+    "odd_channels_partial_tile": conv_text(24, 21, (8, 10), (1, 1), bias="add", act="relu",
+                                           residual=True),
+    "wide_input_residual": conv_text(48, 16, (16, 16), (1, 1), bias="input", act="clip",
+                                     residual=True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("bound", [0, 64])
+@pytest.mark.parametrize("name", sorted(FLAT_ORDER_CASES))
+def test_flat_conv_both_loop_orders(name: str, bound: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flat 1x1 convs with channel blocks outside position tiles (narrow inputs,
+    `STORE_BOUND_MAX_CHANNELS`) and inside them both match the reference."""
+    from lepton_compiler.targets.tvm.kernels import conv
+    from lepton_compiler.targets.tvm.schedules import x86_conv
+
+    monkeypatch.setattr(conv, "FORCE_CVEC", False)
+    monkeypatch.setattr(x86_conv, "STORE_BOUND_MAX_CHANNELS", bound)
+    monkeypatch.setattr(x86_conv, "STORE_BOUND_MIN_OUTPUT_BYTES", 0)
+    _, ref, fused = _fused(FLAT_ORDER_CASES[name])
+    kernel = build_group(fused, TARGET)
+    cfg = kernel.config
+    assert cfg is not None and len(kernel.kernel_output_shapes[0]) == 3  # the flat form
+    c = ref.inputs[0].shape[1]
+    assert cfg.spatial_outer == (c > bound)
+    _check(FLAT_ORDER_CASES[name])
+
+
+def test_narrow_flat_convs_sweep_channel_blocks_outside() -> None:
+    """MobileNetV2's first expand conv (16->96 on 112x112, 4.8 MB out) puts channel blocks
+    outside position tiles; smaller outputs (24->144 on 56x56) and wider inputs (ResNet-50's
+    64->256 on 56x56) keep position tiles outside."""
+    from lepton_compiler.targets.tvm.schedules.x86_conv import ConvConfig, choose_config
+    from lepton_compiler.targets.tvm.te_ops import conv_workload
+
+    def cfg(c: int, m: int, hw: int) -> ConvConfig:
+        _, _, fused = _fused(conv_text(c, m, (hw, hw), (1, 1), bias="input", act="clip"))
+        conv = next(n for n in fused.attrs["body"] if n.op == "Conv")
+        return choose_config(conv_workload(conv), 16, flat=True)
+
+    assert not cfg(16, 96, 112).spatial_outer
+    assert cfg(24, 144, 56).spatial_outer
+    assert cfg(64, 256, 56).spatial_outer
+
+
 def test_whole_vector_widths_run_by_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Widths of whole vectors (or rounded up with little waste: 14 -> 16) run by rows, the
     epilogue inside the register tile; others keep the flattened NCHW form (with the
