@@ -668,6 +668,7 @@ def run_matrix(
             "warmup": settings.warmup,
             "warmup_max_s": settings.warmup_max_s,
             "rounds": settings.rounds,
+            "lead_in": settings.lead_in,
             "timeout_s": settings.timeout_s,
             "baseline": BASELINE,
             "interleaving": "one timed run per config per round, order rotated by one each "

@@ -282,3 +282,28 @@ def test_flops_symbolic_dims_count_as_given() -> None:
     count = count_flops(model, dims={"n": 3})
     assert count.total == 2 * 3 * 2 * 8
     assert count.symbolic_dims == {"n": 3}
+
+
+def test_lead_in_runs_precede_every_timed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``lead_in=2`` each timed run comes after two untimed runs of the same config."""
+    real = runner._prepare_lepton
+    calls: list[str] = []
+
+    def counting(config: BenchConfig, ctx: runner.ModelContext) -> runner.Prepared:
+        prepared = real(config, ctx)
+        inner = prepared.run
+
+        def run() -> Any:
+            calls.append(config.name)
+            return inner()
+
+        prepared.run = run
+        return prepared
+
+    monkeypatch.setattr(runner, "_prepare_lepton", counting)
+    doc = run_matrix(["mlp"], ["lepton-ref"], _settings(tmp_path, warmup=1, rounds=3, lead_in=2))
+    assert _results(doc)["mlp", "lepton-ref"]["status"] == "ok"
+    assert len(calls) == 1 + 3 * (1 + 2)  # warm-up, then (2 lead-in + 1 timed) per round
+    assert doc["settings"]["lead_in"] == 2
