@@ -231,8 +231,7 @@ def build_group(
                 digest = hand_digest
         if sch is None:
             sch = plan.make()
-        mod = getattr(sch, "mod", sch)
-        module = tvm.compile(mod, target=tgt)
+        module = compile_kernel(getattr(sch, "mod", sch), tgt)
         _store(module, digest)
     kernel = GroupKernel(
         func=module["main"],
@@ -263,6 +262,11 @@ def _tuned_token(digest: str, tdict: Mapping[str, Any]) -> str | None:
     from .tune import choice_for
 
     return choice_for(digest, tdict)
+
+
+def compile_kernel(mod: Any, target: Any) -> Any:
+    """LLVM-compile one scheduled kernel module (the only place kernels are compiled)."""
+    return tvm.compile(mod, target=target)
 
 
 def _load_prebuilt(digest: str, stores: Sequence[Path]) -> tuple[Any, bool]:

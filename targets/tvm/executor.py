@@ -10,7 +10,9 @@ interpreter does, and is listed in `fallbacks`. `run` then executes step by step
 one call into a compiled function per kernel, NumPy arrays only where Python reads a value
 (reference kernels, staged inputs, graph outputs); a kernel that feeds only kernels is a bare
 call, and a view nobody reads from Python is skipped. On BERT-base (293 steps, 158 kernels)
-a run takes as long as calling the 158 compiled functions back to back.
+a run takes as long as calling the 158 compiled functions back to back. Where it can, `run`
+hands the same steps to the Relax VM instead (`relax_glue.RelaxProgram`, equally fast); the
+Python loop remains for graphs the glue cannot express and for `profile`.
 
 Memory plan: at construction every kernel output gets a planned buffer, and buffers share
 memory when their lifetimes do not overlap (greedy by first write, best fit; a buffer is free
@@ -46,7 +48,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,7 @@ class _Step:
     staged: list[tuple[int, Value, tuple[int, ...]]]
     out_views: list[np.ndarray]  # NumPy views of the output tensors, in the IR's shapes
     view_shape: tuple[int, ...] | None = None  # a view op: output = input reshaped
+    params: list[Value] = field(default_factory=list)  # the graph values the kernel reads
 
 
 @dataclass(eq=False)
@@ -112,6 +115,10 @@ class StaticExecutor:
         native_flops_share: the share of the graph's Conv/MatMul/Gemm FLOPs (static shapes)
             that run in TVM kernels; 1.0 when the graph has none.
         build_errors: per fallback node that was tried and refused, why (node name -> text).
+        program: the `relax_glue.RelaxProgram` that `run` uses (the kernels glued by a Relax
+            module, run by the Relax VM), or None when a step cannot be expressed there or
+            ``LEPTON_TVM_VM=0``: then `run` calls the steps from Python. `profile` always
+            times the steps from Python.
     """
 
     def __init__(self, graph: Graph, target: Any, stores: Sequence[Path] = ()) -> None:
@@ -203,6 +210,11 @@ class StaticExecutor:
         self.native_flops_share = done / total if total else 1.0
         self._fast = self._run_modes()
         self._lock = threading.Lock()
+        self.program = None
+        if os.environ.get("LEPTON_TVM_VM", "1") != "0":
+            from .relax_glue import build_program
+
+            self.program = build_program(self)
 
     def _run_modes(self) -> list[int]:
         """Per step, how `_run` treats it: a kernel whose outputs only other kernels read
@@ -244,6 +256,7 @@ class StaticExecutor:
 
         k = step.kernel
         assert k is not None
+        step.params = list(params)
         plan: list[tuple[str, Any]] = []
         for pos, (v, shape) in enumerate(zip(params, k.param_shapes, strict=True)):
             src = self._vbuf.get(v)
@@ -365,6 +378,8 @@ class StaticExecutor:
             LoweringError: a reference kernel failed.
         """
         with self._lock, _blas_threads(1):
+            if self.program is not None:
+                return self.program.run(_checked(self.graph, feeds))
             return self._run(feeds)
 
     def profile(self, feeds: Mapping[str, Any], repeat: int = 10) -> list[dict[str, Any]]:
@@ -639,6 +654,13 @@ def _blas_threads(n: int) -> Iterator[None]:
     finally:
         if before != n:
             put(before)
+
+
+def _checked(graph: Graph, feeds: Mapping[str, Any]) -> Mapping[str, Any]:
+    for v in graph.inputs:
+        if v.name not in feeds:
+            raise InputError(f"missing input {v.name!r}")
+    return feeds
 
 
 def _copy_out(x: Any) -> Any:

@@ -120,7 +120,7 @@ def test_executor_attributes(conv_block_path: Path) -> None:
 
 def test_artifact_runs_without_compiling(conv_block_path: Path, tmp_path: Path) -> None:
     """A saved TVM artifact holds its kernels' libraries; a fresh process with no kernel
-    cache loads and runs it with `tvm.compile` disabled."""
+    cache loads and runs it with kernel compilation disabled (only the Relax glue is built)."""
     with pytest.warns(UserWarning):
         model = lepton_compiler.compile(conv_block_path, backend="tvm")
     saved = model.save(tmp_path / "m.lepton")
@@ -133,12 +133,14 @@ def test_artifact_runs_without_compiling(conv_block_path: Path, tmp_path: Path) 
     np.save(tmp_path / "x.npy", feeds["x"])
     np.save(tmp_path / "want.npy", model.run(feeds)["y"])
     script = f"""
-import numpy as np, tvm, lepton_compiler
+import numpy as np, lepton_compiler
+from lepton_compiler.targets.tvm import build
 def refuse(*a, **k):
-    raise AssertionError("tvm.compile called while loading an artifact")
-tvm.compile = refuse
+    raise AssertionError("a kernel was compiled while loading an artifact")
+build.compile_kernel = refuse
 m = lepton_compiler.load({str(saved)!r})
 assert all(k.from_disk for k in m.executor.kernels), "a kernel was rebuilt"
+assert m.executor.program is not None, "not run by the Relax VM"
 y = m.run({{"x": np.load({str(tmp_path / "x.npy")!r})}})["y"]
 np.testing.assert_array_equal(y, np.load({str(tmp_path / "want.npy")!r}))
 print("ok", len(m.executor.kernels))
@@ -256,3 +258,27 @@ def test_symbolic_batch_compiles_once_runs_batch_1_and_8(tmp_path: Path) -> None
             np.testing.assert_allclose(got[name], ref, rtol=RTOL, atol=ATOL, err_msg=name)
     assert len(ex._by_shape) == 2
     assert all(k.param_shapes for k in ex.kernels)
+
+
+def test_relax_vm_and_python_steps_agree(
+    conv_block_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Relax program (kernels and the CumSum fallback as packed calls) gives exactly the
+    outputs of the Python step loop; ``LEPTON_TVM_VM=0`` keeps the Python loop."""
+    from lepton_compiler.targets.target import parse_target
+    from lepton_compiler.targets.tvm.executor import StaticExecutor
+
+    with pytest.warns(UserWarning):
+        graph = lepton_compiler.compile(conv_block_path, backend="tvm").graph
+    vm = StaticExecutor(graph, parse_target("host"))
+    assert vm.program is not None
+    assert vm.program.num_calls == 5  # 4 kernels and the CumSum fallback
+    assert "call_dps_packed" in vm.program.module.script()
+    monkeypatch.setenv("LEPTON_TVM_VM", "0")
+    steps = StaticExecutor(graph, parse_target("host"))
+    assert steps.program is None
+    for seed in (0, 1):
+        x = np.random.default_rng(seed).standard_normal((1, 16, 32, 32)).astype("f")
+        np.testing.assert_array_equal(vm.run({"x": x})["y"], steps.run({"x": x})["y"])
+    with pytest.raises(lepton_compiler.errors.InputError, match="missing input 'x'"):
+        vm.run({})
