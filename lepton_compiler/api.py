@@ -7,9 +7,10 @@ The steps are the data flow of the design, each timed in the compile report:
 2. optimize: the pass pipeline for the opt level (`pipeline.run_pipeline`);
 3. verify: the IR's invariants (`ir.verify`);
 4. compile: the backend builds an executor: ``reference`` (the reference interpreter) or
-   ``tvm`` (`targets.tvm.executor.TvmExecutor`: TVM kernels for fused conv groups, reference
-   kernels elsewhere; needs ``apache-tvm``). ``numba`` is refused with a clear error rather
-   than silently replaced, as is ``tvm`` when TVM is not installed.
+   ``tvm`` (`targets.tvm.executor.TvmExecutor`: one TVM kernel per fused group, glued by a
+   Relax module, reference kernels for ops no kernel family takes; needs ``apache-tvm``).
+   ``numba`` is refused with a clear error rather than silently replaced, as is ``tvm`` when
+   TVM is not installed.
 
 Arguments are validated before anything is imported, so a typo in a backend or target name
 fails at once. Targets are parsed by `lepton_compiler.targets.target.parse_target` (standard
@@ -121,8 +122,9 @@ def compile(
             ``"arm:neon,dotprod"``, ``"cuda:sm_80"``, ``"x86:avx2@cpu=haswell/threads=4"``.
             The model records the text as given (spaces removed, lower case); passes see
             ``Target.to_dict()`` in `PassContext.target`.
-        backend: ``"reference"`` (the reference interpreter) or ``"tvm"`` (TVM kernels for
-            fused conv groups and lone convs, reference kernels for the other ops, listed in
+        backend: ``"reference"`` (the reference interpreter) or ``"tvm"`` (one TVM kernel
+            per fused group with our own x86 schedules, run by the Relax VM; ops no kernel
+            family takes run their reference kernels and are listed in
             ``report.fallbacks``; needs apache-tvm). ``"numba"`` is planned and raises
             `LeptonError` until it exists.
         opt_level: 0 (no passes) to 3.
