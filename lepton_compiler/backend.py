@@ -86,9 +86,12 @@ class LeptonTvmBackend(LeptonBackend):
     Attributes:
         last_native: after `prepare`: True when the model runs in TVM kernels only (at least
             one kernel, no reference fallback), False when something falls back; None before.
+        last_vm: after `prepare`: True when the Relax VM runs the model (else the executor's
+            Python step loop does).
     """
 
     last_native: bool | None = None
+    last_vm: bool | None = None
 
     @classmethod
     def prepare(  # type: ignore[override]
@@ -99,12 +102,13 @@ class LeptonTvmBackend(LeptonBackend):
 
         from .api import compile as lepton_compile
 
-        cls.last_native = None
+        cls.last_native = cls.last_vm = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fallbacks are counted, not warned about
             compiled = lepton_compile(model, backend="tvm", **kwargs)
         ex = compiled.executor
         cls.last_native = bool(ex.num_kernels) and not ex.fallbacks
+        cls.last_vm = getattr(ex, "program", None) is not None
         return LeptonTvmBackendRep(compiled)
 
     @classmethod

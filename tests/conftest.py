@@ -28,7 +28,7 @@ def _group_of() -> dict[str, str]:
     return table
 
 
-_tvm_results: dict[str, tuple[str, bool]] = {}
+_tvm_results: dict[str, tuple[str, bool, bool]] = {}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -41,7 +41,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
 
         report = outcome.get_result()
         report.user_properties.append(("tvm_native", bool(LeptonTvmBackend.last_native)))
-        LeptonTvmBackend.last_native = None
+        report.user_properties.append(("tvm_vm", bool(LeptonTvmBackend.last_vm)))
+        LeptonTvmBackend.last_native = LeptonTvmBackend.last_vm = None
     return None
 
 
@@ -49,8 +50,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if "test_onnx_backend_tvm.py" in report.nodeid:
         name = report.nodeid.rsplit("::", 1)[-1].removesuffix("_cpu")
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-            native = dict(report.user_properties).get("tvm_native", False)
-            _tvm_results[name] = (report.outcome, bool(native))
+            props = dict(report.user_properties)
+            _tvm_results[name] = (
+                report.outcome,
+                bool(props.get("tvm_native", False)),
+                bool(props.get("tvm_vm", False)),
+            )
         return
     if "test_onnx_backend.py" not in report.nodeid:
         return
@@ -62,12 +67,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _tvm_results:
         ran = {n: r for n, r in _tvm_results.items() if r[0] != "skipped"}
-        passed = [n for n, (o, _) in ran.items() if o == "passed"]
+        passed = [n for n, (o, _, _) in ran.items() if o == "passed"]
         native = [n for n in passed if _tvm_results[n][1]]
+        vm = [n for n in passed if _tvm_results[n][2]]
         terminalreporter.section("ONNX backend conformance (TVM backend, node tests)")
         terminalreporter.write_line(
             f"{len(passed)} passed of {len(ran)} run ({len(ran) - len(passed)} failed); "
-            f"{len(native)} of the passing ran every op in TVM kernels (no reference fallback)"
+            f"{len(native)} of the passing ran every op in TVM kernels (no reference fallback); "
+            f"the Relax VM ran {len(vm)} of them (the rest: the executor's Python step loop)"
         )
     if not _results:
         return
