@@ -526,18 +526,14 @@ class TvmExecutor:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Run the graph, specialized for the feeds' shapes when it has symbolic ones."""
-        if self.symbolic:
-            shapes = {
-                v.name: np.shape(feeds[v.name])
-                for v in self.graph.inputs
-                if v.name in feeds and isinstance(v.type, TensorType)
-            }
-            with self._lock:
-                self._current = self._specialization(shapes)
-        return self._current.run(feeds)
+        return self._for(feeds).run(feeds)
 
     def profile(self, feeds: Mapping[str, Any], repeat: int = 10) -> list[dict[str, Any]]:
         """`StaticExecutor.profile` of the specialization for the feeds' shapes."""
+        return self._for(feeds).profile(feeds, repeat)
+
+    def _for(self, feeds: Mapping[str, Any]) -> StaticExecutor:
+        """The specialization for the feeds' shapes (made current)."""
         if self.symbolic:
             shapes = {
                 v.name: np.shape(feeds[v.name])
@@ -546,7 +542,7 @@ class TvmExecutor:
             }
             with self._lock:
                 self._current = self._specialization(shapes)
-        return self._current.profile(feeds, repeat)
+        return self._current
 
     def __getattr__(self, name: str) -> Any:
         # fallbacks, native_flops_share, kernels, build_errors, num_kernels, export_kernels...
