@@ -64,14 +64,25 @@ __all__ = ["StaticExecutor", "TvmExecutor", "model_flops"]
 _FLOP_OPS = ("Conv", "MatMul", "Gemm")
 
 
+_configured_threads: int | None = None
+
+
 def _configure_threads(threads: int) -> None:
-    """Use `threads` TVM worker threads (see the module docstring)."""
+    """Use `threads` TVM worker threads (see the module docstring).
+
+    The pool is reconfigured only when the count changes: reconfiguring tears down and
+    restarts TVM's workers, which is neither cheap nor safe to repeat for every executor
+    (a symbolic-batch model builds one per new input shape while running)."""
+    global _configured_threads
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    if _configured_threads == int(threads):
+        return
     import tvm
 
     config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
     if config is not None:
         config(1, int(threads))  # mode 1: "big" cores, i.e. all of them on x86
+    _configured_threads = int(threads)
 
 
 @dataclass
