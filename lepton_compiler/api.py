@@ -7,8 +7,8 @@ The steps are the data flow of the design, each timed in the compile report:
 2. optimize: the pass pipeline for the opt level (`pipeline.run_pipeline`);
 3. verify: the IR's invariants (`ir.verify`);
 4. compile: the backend builds an executor: ``reference`` (the reference interpreter) or
-   ``tvm`` (`targets.tvm.executor.TvmExecutor`: one TVM kernel per fused group, reference
-   kernels for ops no kernel family takes; needs ``apache-tvm``).
+   ``tvm`` (`targets.tvm.executor.TvmExecutor`: one TVM kernel per fused group, glued by a
+   Relax module, reference kernels for ops no kernel family takes; needs ``apache-tvm``).
    ``numba`` is refused with a clear error rather than silently replaced, as is ``tvm`` when
    TVM is not installed.
 
@@ -123,7 +123,7 @@ def compile(
             The model records the text as given (spaces removed, lower case); passes see
             ``Target.to_dict()`` in `PassContext.target`.
         backend: ``"reference"`` (the reference interpreter) or ``"tvm"`` (one TVM kernel
-            per fused group with our own x86 schedules, run in graph order; ops no kernel
+            per fused group with our own x86 schedules, run by the Relax VM; ops no kernel
             family takes run their reference kernels and are listed in
             ``report.fallbacks``; needs apache-tvm). ``"numba"`` is planned and raises
             `LeptonError` until it exists.

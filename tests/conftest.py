@@ -73,8 +73,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("ONNX backend conformance (TVM backend, node tests)")
         terminalreporter.write_line(
             f"{len(passed)} passed of {len(ran)} run ({len(ran) - len(passed)} failed); "
-            f"{len(native)} of the passing ran every op in TVM kernels (no reference fallback)"
-            + (f"; the Relax VM ran {len(vm)} of them" if vm else "")
+            f"{len(native)} of the passing ran every op in TVM kernels (no reference fallback); "
+            f"the Relax VM ran {len(vm)} of them (the rest: the executor's Python step loop)"
         )
     if not _results:
         return

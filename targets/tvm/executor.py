@@ -10,9 +10,9 @@ interpreter does, and is listed in `fallbacks`. `run` then executes step by step
 one call into a compiled function per kernel, NumPy arrays only where Python reads a value
 (reference kernels, staged inputs, graph outputs); a kernel that feeds only kernels is a bare
 call, and a view nobody reads from Python is skipped. On BERT-base (293 steps, 158 kernels)
-a run takes as long as calling the 158 compiled functions back to back. With
-``LEPTON_TVM_VM=1``, `run` hands the same steps to the Relax VM instead
-(`relax_glue.RelaxProgram`, measured equally fast) where the glue can express them.
+a run takes as long as calling the 158 compiled functions back to back. Where it can, `run`
+hands the same steps to the Relax VM instead (`relax_glue.RelaxProgram`, equally fast); the
+Python loop remains for graphs the glue cannot express and for `profile`.
 
 Memory plan: at construction every kernel output gets a planned buffer, and buffers share
 memory when their lifetimes do not overlap (greedy by first write, best fit; a buffer is free
@@ -126,10 +126,10 @@ class StaticExecutor:
         native_flops_share: the share of the graph's Conv/MatMul/Gemm FLOPs (static shapes)
             that run in TVM kernels; 1.0 when the graph has none.
         build_errors: per fallback node that was tried and refused, why (node name -> text).
-        program: with ``LEPTON_TVM_VM=1``, the `relax_glue.RelaxProgram` that `run` uses
-            (the kernels glued by a Relax module, run by the Relax VM), or None when a step
-            cannot be expressed there; by default None: `run` calls the steps from Python.
-            `profile` always times the steps from Python.
+        program: the `relax_glue.RelaxProgram` that `run` uses (the kernels glued by a Relax
+            module, run by the Relax VM), or None when a step cannot be expressed there or
+            ``LEPTON_TVM_VM=0``: then `run` calls the steps from Python. `profile` always
+            times the steps from Python.
     """
 
     def __init__(self, graph: Graph, target: Any, stores: Sequence[Path] = ()) -> None:
@@ -222,7 +222,7 @@ class StaticExecutor:
         self._fast = self._run_modes()
         self._lock = threading.Lock()
         self.program = None
-        if os.environ.get("LEPTON_TVM_VM", "0") == "1":
+        if os.environ.get("LEPTON_TVM_VM", "1") != "0":
             from .relax_glue import build_program
 
             self.program = build_program(self)
