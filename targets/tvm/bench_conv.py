@@ -176,6 +176,30 @@ def _timed(fn: Any, warm: int, n: int) -> list[float]:
     return out
 
 
+def bench_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every kernel benchmark takes: ``--threads``, ``--repeat``, ``--mcpu``."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("TVM_NUM_THREADS", 2)))
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--mcpu", default=None, help="LLVM CPU name (default: this machine's)")
+    return ap
+
+
+def bench_target(args: argparse.Namespace) -> dict[str, Any]:
+    """Set TVM's thread count, print the set-up line, and return the target dict."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+    from .build import host_target
+
+    target = host_target(args.threads)
+    if args.mcpu:
+        target["mcpu"] = args.mcpu
+    print(
+        f"target {target}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, "
+        f"ORT intra_op_num_threads={args.threads}, {args.repeat} runs each"
+    )
+    return target
+
+
 def bench(
     shapes: list[Shape],
     threads: int,
@@ -230,10 +254,7 @@ def bench(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: print the table."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("TVM_NUM_THREADS", 2)))
-    ap.add_argument("--repeat", type=int, default=200)
-    ap.add_argument("--mcpu", default=None, help="LLVM CPU name (default: this machine's)")
+    ap = bench_arguments(__doc__.splitlines()[0])
     ap.add_argument(
         "--set",
         default="resnet50,mobilenetv2",
@@ -245,19 +266,10 @@ def main(argv: list[str] | None = None) -> None:
         help="conv form: by shape (auto), always channel-vector (cvec), never (other)",
     )  # fmt: skip
     args = ap.parse_args(argv)
-    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    from .build import host_target
+    target = bench_target(args)
     from .kernels import conv
 
     conv.FORCE_CVEC = {"auto": None, "cvec": True, "other": False}[args.form]
-
-    target = host_target(args.threads)
-    if args.mcpu:
-        target["mcpu"] = args.mcpu
-    print(
-        f"target {target}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, "
-        f"ORT intra_op_num_threads={args.threads}, {args.repeat} runs each"
-    )
     shapes = [s for name in args.set.split(",") for s in SETS[name.strip()]]
     shapes = [s for s in shapes if args.only in s.name]
     rows = bench(shapes, args.threads, args.repeat, target)

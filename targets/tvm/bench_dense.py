@@ -18,8 +18,6 @@ faster.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .bench_conv import _ort_session, _timed
+from .bench_conv import _ort_session, _timed, bench_arguments, bench_target
 
 
 @dataclass(frozen=True)
@@ -160,23 +158,11 @@ def bench(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: print the table."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("TVM_NUM_THREADS", 2)))
-    ap.add_argument("--repeat", type=int, default=200)
-    ap.add_argument("--mcpu", default=None, help="LLVM CPU name (default: this machine's)")
+    ap = bench_arguments(__doc__.splitlines()[0])
     ap.add_argument("--only", default=None, help="run the shapes whose name contains this")
     args = ap.parse_args(argv)
-    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    from .build import host_target
-
-    target = host_target(args.threads)
-    if args.mcpu:
-        target["mcpu"] = args.mcpu
+    target = bench_target(args)
     shapes = [s for s in SHAPES if args.only is None or args.only in s.name]
-    print(
-        f"target {target}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, "
-        f"ORT intra_op_num_threads={args.threads}, {args.repeat} runs each"
-    )
     rows = bench(shapes, args.threads, args.repeat, target)
     head = (
         f"{'shape':<28} {'ours':>6} {'ORT':>6} {'ratio':>5} {'GF/s':>5} {'ORT':>5} | "

@@ -14,9 +14,7 @@ MobileNetV2 has it.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .bench_conv import _fused_node, _ort_session, _timed
+from .bench_conv import _fused_node, _ort_session, _timed, bench_arguments, bench_target
 
 
 @dataclass(frozen=True)
@@ -141,21 +139,9 @@ def bench(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: print the table."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("TVM_NUM_THREADS", 2)))
-    ap.add_argument("--repeat", type=int, default=200)
-    ap.add_argument("--mcpu", default=None, help="LLVM CPU name (default: this machine's)")
+    ap = bench_arguments(__doc__.splitlines()[0])
     args = ap.parse_args(argv)
-    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    from .build import host_target
-
-    target = host_target(args.threads)
-    if args.mcpu:
-        target["mcpu"] = args.mcpu
-    print(
-        f"target {target}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, "
-        f"ORT intra_op_num_threads={args.threads}, {args.repeat} runs each"
-    )
+    target = bench_target(args)
     rows = bench(MOBILENETV2, args.threads, args.repeat, target)
     head = (
         f"{'shape':<11} {'n':>2} {'ours':>6} {'ORT':>6} {'ratio':>5} | {'ORT ns':>6} "
