@@ -34,6 +34,7 @@ import tvm
 
 from lepton_compiler.ir import Node
 
+from .guard import guard_side, guarded_empty, guarded_tensor
 from .kernels import KernelPlan, plan_group
 from .te_ops import LoweringError
 
@@ -153,15 +154,19 @@ class GroupKernel:
     def empty_outputs(self) -> list[Any]:
         """Fresh output tensors on the kernel's device (in the kernel's shapes)."""
         dts = self.output_dtypes or ["float32"] * len(self.kernel_output_shapes)
+        side = guard_side()
         return [
-            tvm.runtime.empty(s, dt, self.device)
+            guarded_empty(s, dt, side) if side else tvm.runtime.empty(s, dt, self.device)
             for s, dt in zip(self.kernel_output_shapes, dts, strict=True)
         ]
 
     def prepare(self, inputs: Sequence[np.ndarray]) -> list[Any]:
         """Device tensors for the kernel's parameters, then outputs (for timing loops)."""
+        side = guard_side()  # LEPTON_TVM_GUARD: every argument against a guard page
         args = [
-            tvm.runtime.tensor(self.convert(pos, inputs[i]), self.device)
+            guarded_tensor(self.convert(pos, inputs[i]), side)
+            if side
+            else tvm.runtime.tensor(self.convert(pos, inputs[i]), self.device)
             for pos, i in enumerate(self.input_indices)
         ]
         return [*args, *self.empty_outputs()]

@@ -58,6 +58,8 @@ from lepton_compiler.errors import InputError, LeptonError
 from lepton_compiler.interpreter import run_node
 from lepton_compiler.ir import Graph, Node, TensorType, Value
 
+from .guard import guard_side, guarded_empty, guarded_tensor
+
 __all__ = ["StaticExecutor", "TvmExecutor", "model_flops"]
 
 #: Ops whose FLOPs `native_flops_share` counts.
@@ -164,6 +166,7 @@ class StaticExecutor:
         self._vbuf: dict[Value, _Buf] = {}  # value -> the planned buffer holding it
         self._alias: dict[Value, set[_Buf]] = {}  # fallback outputs -> buffers they may view
         self._plans: list[list[tuple[str, Any]] | None] = []  # per step: how each arg is made
+        self._guard = guard_side()  # debugging: every argument against a guard page
         native: Counter[str] = Counter()
         fallback: Counter[str] = Counter()
         views = 0
@@ -222,7 +225,7 @@ class StaticExecutor:
         self._fast = self._run_modes()
         self._lock = threading.Lock()
         self.program = None
-        if os.environ.get("LEPTON_TVM_VM", "1") != "0":
+        if os.environ.get("LEPTON_TVM_VM", "1") != "0" and not self._guard:
             from .relax_glue import build_program
 
             self.program = build_program(self)
@@ -273,11 +276,20 @@ class StaticExecutor:
             src = self._vbuf.get(v)
             dtype = k.param_dtypes[pos]
             if v.const is not None:
-                plan.append(("tensor", tvm.runtime.tensor(k.convert(pos, v.const), self._device)))
+                arr = k.convert(pos, v.const)
+                plan.append(
+                    ("tensor", guarded_tensor(arr, self._guard))
+                    if self._guard
+                    else ("tensor", tvm.runtime.tensor(arr, self._device))
+                )
             elif src is not None and pos not in k.packs and src.fits(dtype, shape):
                 plan.append(("view", (src, shape, dtype)))
             else:
-                plan.append(("tensor", tvm.runtime.empty(shape, dtype, self._device)))
+                plan.append(
+                    ("tensor", guarded_empty(shape, dtype, self._guard))
+                    if self._guard
+                    else ("tensor", tvm.runtime.empty(shape, dtype, self._device))
+                )
                 step.staged.append((pos, v, shape))
         for v, kshape, dtype in zip(
             step.node.outputs, k.kernel_output_shapes, k.output_dtypes, strict=True
@@ -309,6 +321,11 @@ class StaticExecutor:
         free: list[Any] = []  # base tensors (uint8) not in use
         active: list[_Buf] = []
         total = 0
+        if self._guard:  # no sharing: each buffer ends (or starts) at a guard page
+            for b in bufs:
+                b.base = guarded_empty((b.nbytes,), "uint8", self._guard)
+            total = sum(b.nbytes for b in bufs)
+            return total, total
         for b in sorted(bufs, key=lambda b: b.first):
             for a in [a for a in active if a.last < b.first]:
                 active.remove(a)

@@ -269,10 +269,12 @@ def attention_func(a: AttentionShape, epi: Epilogue | None = None) -> tirx.PrimF
 
     def score(acc_v: Any, b: Any, i: Any, j: Any, mask: Any) -> Any:
         s = acc_v * scale
-        if has_mask:
-            s = s + mask[moff(b, i, j)]
         if SKP != SK:
             s = tirx.Select(j < SK, s, neg_inf)
+        if has_mask:
+            # Outside the Select: inside it, the clamp in `moff` would be simplified away
+            # under ``j < SK`` while the load still ran for the padding columns.
+            s = s + mask[moff(b, i, j)]
         return s
 
     def oidx(t: Any, ib: Any, r: Any, cc: Any, c: Any) -> Any:

@@ -101,13 +101,18 @@ def pool_func(a: PoolShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
     taps = [(kh, kw) for kh in range(KH) for kw in range(KW)]
     loop = T.parallel if a.parallel else T.serial
 
-    def padded(x: Any, p: Any, r: Any, ph: Any, q: Any) -> Any:
-        """The padded plane at row ``r``, column ``q * SW + ph``."""
+    def clamped(x: Any, p: Any, r: Any, ph: Any, q: Any) -> Any:
+        """The input at row ``r - PT``, column ``q * SW + ph - PL``, both clamped into the
+        plane (so the load is always in bounds)."""
+        hi = tirx.min(tirx.max(r - PT, 0), H - 1)
+        wi = tirx.min(tirx.max(q * SW + ph - PL, 0), W - 1)
+        return x[p * (H * W) + hi * W + wi]
+
+    def inside(r: Any, ph: Any, q: Any) -> Any:
+        """Whether padded position (``r``, ``q * SW + ph``) lies inside the input."""
         hi = r - PT
         wi = q * SW + ph - PL
-        inside = tirx.all(hi >= 0, hi < H, wi >= 0, wi < W)
-        idx = p * (H * W) + tirx.min(tirx.max(hi, 0), H - 1) * W + tirx.min(tirx.max(wi, 0), W - 1)
-        return tirx.Select(inside, x[idx], pad)
+        return tirx.all(hi >= 0, hi < H, wi >= 0, wi < W)
 
     def window(xph: Any, oh: Any, ow: Any) -> Any:
         """Max or sum over the window at (oh, ow) (taps unrolled in the expression)."""
@@ -135,8 +140,15 @@ def pool_func(a: PoolShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
         for p in loop(a.planes):
             xph = T.decl_buffer((SW * HP * WQ,), "float32", scope="local")
             for r, ph in T.grid(HP, SW):
+                # Load clamped, then mask: a load inside ``Select(inside, x[...], pad)``
+                # would be simplified under ``inside`` (clamp dropped) yet still executed
+                # for the padding lanes, reading outside ``x``.
                 for q in T.vectorized(WQ):
-                    xph[ph * (HP * WQ) + r * WQ + q] = padded(x, p, r, ph, q)
+                    xph[ph * (HP * WQ) + r * WQ + q] = clamped(x, p, r, ph, q)
+                for q in T.vectorized(WQ):
+                    xph[ph * (HP * WQ) + r * WQ + q] = T.Select(
+                        inside(r, ph, q), xph[ph * (HP * WQ) + r * WQ + q], pad
+                    )
             for oh in range(HO):
                 for ow in T.vectorized(WO):
                     out[p * (HO * WO) + oh * WO + ow] = epilogue_expr(
