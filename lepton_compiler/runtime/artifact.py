@@ -9,9 +9,10 @@ Layout of an artifact directory::
                       fused groups are plain ONNX nodes, except in ``tvm`` artifacts, which
                       keep them as ``lepton.Fused`` nodes (their kernels are per group)
 
-      kernels/        (``tvm`` backend) one shared library per distinct built kernel,
-                      ``<digest>.so``; the manifest's ``tvm`` entry lists them with the TVM
-                      version and target they were built for
+      kernels/        (``tvm`` backend) ``kernels.so``, one shared library with every
+                      distinct built kernel (each under its own symbol); the manifest's
+                      ``tvm`` entry lists the kernels and libraries with the TVM version
+                      and target they were built for
 
 Loading a ``tvm`` artifact (needs TVM installed) lowers the IR again (cheap) and takes every
 kernel's machine code from ``kernels/``: nothing is scheduled or compiled by LLVM. A kernel

@@ -9,12 +9,13 @@ target, and a hash of this package's source (so editing a schedule never serves 
 
 - in memory: layers of the same shape share one build;
 - on disk (`kernel_cache_dir`, default ``~/.cache/lepton/tvm``, ``LEPTON_CACHE_DIR`` moves
-  it, ``LEPTON_CACHE_DIR=off`` turns it off): each built kernel is exported as a shared
-  library, so a second compile of a model, in any process, skips scheduling and LLVM.
-  Writes are atomic (a temporary file renamed into place).
+  it, ``LEPTON_CACHE_DIR=off`` turns it off): each built kernel is kept as an object file
+  and a shared library (`library`), so a second compile of a model, in any process, skips
+  scheduling and LLVM. Writes are atomic (a temporary file renamed into place).
 
 Extra read-only *stores* (``stores=``) are searched first: a saved artifact's kernel folder
-is one, which is how `lepton_compiler.load` runs a TVM model without compiling anything.
+(one library with all its kernels, `library.link_library`) is one, which is how
+`lepton_compiler.load` runs a TVM model without compiling anything.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from lepton_compiler.ir import Node
 
 from .guard import guard_side, guarded_empty, guarded_tensor
 from .kernels import KernelPlan, plan_group
+from .library import find_kernel, kernel_symbol, link_library, write_object
 from .te_ops import LoweringError
 
 __all__ = [
@@ -51,7 +53,7 @@ __all__ = [
 #: same thing on values of other IR shapes (a MatMul on [2,3,4] or on [6,4]) share the
 #: compiled module but not the GroupKernel, which carries the shapes.
 _CACHE: dict[tuple[str, tuple[Any, ...]], GroupKernel] = {}
-_MODULES: dict[str, tuple[Any, bool]] = {}  # digest -> (runtime module, from disk)
+_MODULES: dict[str, tuple[Any, Path | None]] = {}  # digest -> (module, library it came from)
 #: Plans of the kernels built in this process, by digest (tuning needs their workloads).
 _plans: dict[str, KernelPlan] = {}
 _LOCK = threading.Lock()
@@ -108,8 +110,9 @@ class GroupKernel:
         digest: the cache key's hash (names the kernel's library file).
         family: the kernel family's name.
         packs: parameter position -> NumPy transform into the declared layout.
-        module: the runtime module holding `func` (exported into artifacts).
+        module: the runtime module holding `func`.
         from_disk: True when the machine code came from a cache or store, not from LLVM.
+        library: the library file `module` was loaded from (None: compiled in-process).
         base_digest: the digest with the hand schedule (tuning choices are keyed by it;
             equal to `digest` unless a tuned schedule is used).
     """
@@ -129,6 +132,7 @@ class GroupKernel:
     module: Any = None
     from_disk: bool = False
     base_digest: str = ""
+    library: Path | None = None
 
     @property
     def source_key(self) -> str:
@@ -225,7 +229,7 @@ def build_group(
         built = _MODULES.get(digest)
     if hit is not None:
         return hit
-    module, from_disk = built if built is not None else _load_prebuilt(digest, stores)
+    module, library = built if built is not None else _load_prebuilt(digest, stores)
     if module is None:
         sch = None
         if tuned is not None:
@@ -236,10 +240,10 @@ def build_group(
                 digest = hand_digest
         if sch is None:
             sch = plan.make()
-        module = compile_kernel(getattr(sch, "mod", sch), tgt)
+        module = compile_kernel(getattr(sch, "mod", sch), tgt, kernel_symbol(digest))
         _store(module, digest)
     kernel = GroupKernel(
-        func=module["main"],
+        func=module[kernel_symbol(digest)],
         input_indices=plan.input_indices,
         param_shapes=plan.param_shapes,
         output_shapes=plan.output_shapes,
@@ -252,12 +256,13 @@ def build_group(
         param_dtypes=plan.param_dtypes or ["float32"] * len(plan.param_shapes),
         output_dtypes=plan.output_dtypes or ["float32"] * len(plan.kernel_output_shapes),
         module=module,
-        from_disk=from_disk,
+        from_disk=library is not None,
         base_digest=hand_digest,
+        library=library,
     )
     with _LOCK:
         _CACHE[(digest, meta)] = kernel
-        _MODULES[digest] = (module, from_disk)
+        _MODULES[digest] = (module, library)
         _plans[hand_digest] = plan
     return kernel
 
@@ -269,54 +274,46 @@ def _tuned_token(digest: str, tdict: Mapping[str, Any]) -> str | None:
     return choice_for(digest, tdict)
 
 
-def compile_kernel(mod: Any, target: Any) -> Any:
-    """LLVM-compile one scheduled kernel module (the only place kernels are compiled)."""
+def compile_kernel(mod: Any, target: Any, symbol: str = "main") -> Any:
+    """LLVM-compile one scheduled kernel module (the only place kernels are compiled), its
+    ``main`` function under the name `symbol`."""
+    if symbol != "main":
+        func = mod if isinstance(mod, tvm.tirx.PrimFunc) else mod["main"]
+        mod = tvm.IRModule({symbol: func.with_attr("global_symbol", symbol)})
     return tvm.compile(mod, target=target)
 
 
-def _load_prebuilt(digest: str, stores: Sequence[Path]) -> tuple[Any, bool]:
+def _load_prebuilt(digest: str, stores: Sequence[Path]) -> tuple[Any, Path | None]:
     cache = kernel_cache_dir()
-    for folder in [*stores, *([cache] if cache is not None else [])]:
-        path = Path(folder) / f"{digest}.so"
-        if path.is_file():
-            try:
-                return tvm.runtime.load_module(str(path)), True
-            except Exception:  # a damaged cache entry: rebuild it
-                continue
-    return None, False
+    found = find_kernel(digest, [*stores, *([cache] if cache is not None else [])])
+    return found if found is not None else (None, None)
 
 
 def _store(module: Any, digest: str) -> None:
-    """Export `module` into the disk cache (atomically; failures only cost a rebuild)."""
+    """Write `module` into the disk cache as ``<digest>.o`` and ``<digest>.so``
+    (atomically; failures only cost a rebuild)."""
     cache = kernel_cache_dir()
     if cache is None:
         return
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache, prefix=".tmp-")
-        os.close(fd)
-        try:
-            module.export_library(tmp)
-            os.replace(tmp, cache / f"{digest}.so")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        for suffix in (".o", ".so"):
+            fd, tmp = tempfile.mkstemp(suffix=suffix, dir=cache, prefix=".tmp-")
+            os.close(fd)
+            try:
+                if suffix == ".o":
+                    write_object(module, Path(tmp))
+                else:
+                    module.export_library(tmp)
+                os.replace(tmp, cache / f"{digest}{suffix}")
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
     except OSError:
         pass
 
 
-def export_kernel(kernel: GroupKernel, folder: Path) -> Path:
-    """Write `kernel`'s library into `folder` as ``<digest>.so`` (copied from the cache when
-    it is there) and return its path."""
-    dest = Path(folder) / f"{kernel.digest}.so"
-    if dest.exists():
-        return dest
-    cache = kernel_cache_dir()
-    src = cache / f"{kernel.digest}.so" if cache is not None else None
-    if src is not None and src.is_file():
-        import shutil
-
-        shutil.copyfile(src, dest)
-    else:
-        kernel.module.export_library(str(dest))
-    return dest
+def export_kernels(kernels: Sequence[GroupKernel], folder: Path) -> list[str]:
+    """Write the library (or libraries) holding `kernels` into `folder`; returns the file
+    names (`library.link_library`)."""
+    return link_library(kernels, Path(folder), kernel_cache_dir())

@@ -370,18 +370,9 @@ class StaticExecutor:
         return list(seen.values())
 
     def export_kernels(self, folder: Path) -> dict[str, Any]:
-        """Write every distinct kernel's library into `folder` (``<digest>.so``); returns the
-        manifest entry that describes them."""
-        import tvm
-
-        from .build import export_kernel
-
-        names = [export_kernel(k, Path(folder)).name for k in self.kernels]
-        return {
-            "tvm_version": str(tvm.__version__),
-            "target": self.target_dict,
-            "kernels": names,
-        }
+        """Write one library with every distinct kernel into `folder` (``kernels.so``);
+        returns the manifest entry that describes it."""
+        return _export(self.kernels, self.target_dict, folder)
 
     @property
     def num_kernels(self) -> int:
@@ -588,12 +579,8 @@ class TvmExecutor:
         return list(seen.values())
 
     def export_kernels(self, folder: Path) -> dict[str, Any]:
-        """Write the libraries of every specialization's kernels into `folder`."""
-        entry = self._current.export_kernels(folder)
-        from .build import export_kernel
-
-        entry["kernels"] = [export_kernel(k, Path(folder)).name for k in self.kernels]
-        return entry
+        """Write the library of every specialization's kernels into `folder`."""
+        return _export(self.kernels, self.target_dict, folder)
 
 
 #: How `StaticExecutor._run` treats a step (see `StaticExecutor._run_modes`).
@@ -601,6 +588,20 @@ _FULL, _CALL, _SKIP = 0, 1, 2
 
 #: Ops that only reinterpret their first input's memory with another (static) shape.
 _VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def _export(kernels: list[Any], target_dict: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Write the library holding `kernels` into `folder`; the artifact manifest's entry."""
+    import tvm
+
+    from .build import export_kernels
+
+    return {
+        "tvm_version": str(tvm.__version__),
+        "target": target_dict,
+        "libraries": export_kernels(kernels, Path(folder)),
+        "kernels": [k.digest for k in kernels],
+    }
 
 
 def _view_shape(node: Node) -> tuple[int, ...] | None:

@@ -125,10 +125,13 @@ def test_artifact_runs_without_compiling(conv_block_path: Path, tmp_path: Path) 
         model = lepton_compiler.compile(conv_block_path, backend="tvm")
     saved = model.save(tmp_path / "m.lepton")
     manifest = json.loads((saved / "manifest.json").read_text())
-    libs = manifest["tvm"]["kernels"]
     count = len(model.executor.kernels)
-    assert len(libs) == count >= 3
-    assert all(f"kernels/{name}" in manifest["files"] for name in libs)
+    assert manifest["tvm"]["kernels"] == [k.digest for k in model.executor.kernels]
+    assert count >= 3
+    # one library holds every kernel
+    assert manifest["tvm"]["libraries"] == ["kernels.so"]
+    assert sorted(p.name for p in (saved / "kernels").iterdir()) == ["kernels.so"]
+    assert "kernels/kernels.so" in manifest["files"]
     feeds = model.random_inputs(seed=5)
     np.save(tmp_path / "x.npy", feeds["x"])
     np.save(tmp_path / "want.npy", model.run(feeds)["y"])
@@ -153,6 +156,43 @@ print("ok", len(m.executor.kernels))
     assert proc.stdout.strip() == f"ok {count}"
 
 
+def test_loaded_artifact_saves_again_without_compiling(
+    conv_block_path: Path, tmp_path: Path
+) -> None:
+    """With no kernel cache, a loaded artifact has no object code to link: saving it again
+    ships a copy of the library its kernels came from, and that artifact loads and runs
+    without compiling too."""
+    with pytest.warns(UserWarning):
+        model = lepton_compiler.compile(conv_block_path, backend="tvm")
+    saved = model.save(tmp_path / "m.lepton")
+    feeds = model.random_inputs(seed=5)
+    np.save(tmp_path / "x.npy", feeds["x"])
+    np.save(tmp_path / "want.npy", model.run(feeds)["y"])
+    script = f"""
+import json, numpy as np, lepton_compiler
+from pathlib import Path
+from lepton_compiler.targets.tvm import build
+def refuse(*a, **k):
+    raise AssertionError("a kernel was compiled")
+build.compile_kernel = refuse
+again = lepton_compiler.load({str(saved)!r}).save({str(tmp_path / "again.lepton")!r})
+libs = json.loads((Path(again) / "manifest.json").read_text())["tvm"]["libraries"]
+assert len(libs) == 1 and libs[0].startswith("lib-"), libs
+m = lepton_compiler.load(again)
+assert all(k.from_disk for k in m.executor.kernels)
+y = m.run({{"x": np.load({str(tmp_path / "x.npy")!r})}})["y"]
+np.testing.assert_array_equal(y, np.load({str(tmp_path / "want.npy")!r}))
+print("ok")
+"""
+    env = {**os.environ, "LEPTON_CACHE_DIR": "off"}
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
 def test_artifact_with_damaged_kernel_library(conv_block_path: Path, tmp_path: Path) -> None:
     """A kernel library that does not load is rebuilt (the checksum check catches edits;
     this is a library from another build that has the right checksum)."""
@@ -160,7 +200,7 @@ def test_artifact_with_damaged_kernel_library(conv_block_path: Path, tmp_path: P
         model = lepton_compiler.compile(conv_block_path, backend="tvm")
     saved = model.save(tmp_path / "m.lepton")
     manifest = json.loads((saved / "manifest.json").read_text())
-    lib = saved / "kernels" / manifest["tvm"]["kernels"][0]
+    lib = saved / "kernels" / manifest["tvm"]["libraries"][0]
     lib.write_bytes(b"not a library")
     with pytest.raises(lepton_compiler.errors.ArtifactError, match="checksum mismatch"):
         lepton_compiler.load(saved)
