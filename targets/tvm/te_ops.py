@@ -43,6 +43,7 @@ from lepton_compiler.errors import LeptonError
 from lepton_compiler.ir import DType, Graph, Node, Value
 
 from .te_elementwise import UNARY_OPS, binary_builder, unary_builder
+from .te_movement import MOVEMENT_OPS, lower_movement
 
 __all__ = [
     "ConvWorkload",
@@ -601,6 +602,13 @@ def lower_group(
             )
             attrs = tuple(sorted((k, repr(val)) for k, val in node.attrs.items()))
             key.append((op, attrs, consts))
+        elif op in MOVEMENT_OPS:
+            if flat or not conv_free:
+                raise LoweringError(f"{node!r}: {op} in a conv group is not supported")
+            for v in node.outputs:
+                _check_elementwise_dtype(v)
+            res, mkey = lower_movement(node, tensor, const_of, _static_shape(out), name)
+            key.append(mkey)
         else:
             raise LoweringError(f"op {op} is not supported by the TVM backend yet")
         if len(node.outputs) != 1:

@@ -116,7 +116,7 @@ def test_ultraface_on_photos_matches_onnxruntime() -> None:
 
     path = _real("ultraface")
     compiled = _compile_tvm(path)
-    assert compiled.executor.native_flops_share == pytest.approx(1.0)
+    assert compiled.report.fallbacks == []  # its Transposes, Concats and Slices included
     model = onnx.load(path)
     photos = sorted((REAL / "ultraface" / "images").glob("*.jpg"))[:3]
     assert photos

@@ -1,6 +1,8 @@
 """Element-wise family: chains of broadcasting binary ops, Cast and the unary ops of
-`te_elementwise.UNARY_OPS` with no anchor, as one parallel, vectorized loop per output.
-Tensors may be float32, int32 or int64 (unary math ops stay float32)."""
+`te_elementwise.UNARY_OPS` with no anchor, and the data-movement ops of `te_movement`
+(``Slice``, ``Concat``; ``Transpose`` comes through the layout family), as one parallel,
+vectorized loop per output. Tensors may be float32, int32 or int64 (unary math ops stay
+float32)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from ..te_ops import _BINARY_NAMES, LoweringError, lower_group
 from .conv import plan_from_lowered
 
 NAME = "elementwise"
-ANCHORS = ("", "Cast", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}))
+ANCHORS = ("", "Cast", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}), "Slice", "Concat")
 
 
 def plan(fused: Node, target: Any) -> Any:

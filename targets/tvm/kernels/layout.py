@@ -11,8 +11,8 @@ transposed view). The gain is in the executor: a reference Transpose returns a s
 view, which the next kernel must copy twice (to a contiguous array, then into its staging
 tensor); a Transpose kernel reads its input from the previous kernel's buffer and writes a
 buffer the next kernel reads, all zero-copy, so the head split/merge costs one copy instead of
-two. Permutations that move the last axis (a strided 2-D transpose inside) are refused and
-stay with the reference kernel.
+two. Permutations that move the last axis (a strided 2-D transpose inside) run as the
+element-wise family's parallel copy loop (`te_movement`; gathers, no run to copy whole).
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def plan(fused: Node, target: Any) -> KernelPlan:
     keep = 0  # trailing axes left in place
     while keep < rank and perm[rank - 1 - keep] == rank - 1 - keep:
         keep += 1
-    if keep == 0:
-        raise LoweringError(f"{node!r}: perm {perm} moves the last axis (strided transpose)")
+    if keep == 0:  # a strided transpose inside: the generic copy loop
+        from .elementwise import plan as copy_plan
+
+        return copy_plan(fused, target)
     if keep == rank:
         raise LoweringError(f"{node!r}: identity permutation (a copy; left to the executor)")
     out = tuple(x[p] for p in perm)

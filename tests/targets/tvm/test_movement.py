@@ -1,0 +1,135 @@
+"""TVM data-movement kernels (`te_movement`): ``Transpose`` with any permutation, ``Slice``
+with constant parameters (negative, clamped, stepped, reversed) and ``Concat`` on any axis
+run as TVM kernels and match ONNX Runtime; a ``Slice`` whose starts are computed at run
+time stays with the reference kernel."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+pytest.importorskip("tvm")
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+import lepton_compiler
+from lepton_compiler.testing import run_onnxruntime
+
+DTYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64, "int32": TensorProto.INT32}
+
+
+def _model(
+    node: onnx.NodeProto,
+    inputs: dict[str, tuple[tuple[int, ...], str]],
+    out: tuple[str, tuple[int, ...], str],
+    inits: dict[str, np.ndarray] | None = None,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [node], "movement",
+        [helper.make_tensor_value_info(n, DTYPES[dt], s) for n, (s, dt) in inputs.items()],
+        [helper.make_tensor_value_info(out[0], DTYPES[out[2]], out[1])],
+        [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _check(model: onnx.ModelProto, tmp_path: Path, native: bool = True) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = lepton_compiler.compile(str(path), backend="tvm")
+    assert (compiled.executor.fallbacks == []) is native, compiled.executor.fallbacks
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for vi in model.graph.input:
+        shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        dt = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        feeds[vi.name] = (rng.standard_normal(shape) * 10).astype(dt)
+    want = run_onnxruntime(str(path), feeds)
+    got = compiled.run(feeds)
+    for key, ref in want.items():
+        assert got[key].dtype == ref.dtype and got[key].shape == ref.shape
+        np.testing.assert_array_equal(got[key], ref)
+
+
+@pytest.mark.parametrize(
+    ("shape", "perm"),
+    [((1, 6, 5, 7), (0, 2, 3, 1)), ((3, 17), (1, 0)), ((2, 3, 4, 5, 6), (4, 2, 0, 3, 1)),
+     ((2, 33, 16), None)],
+)  # fmt: skip
+def test_transpose_any_permutation(shape: tuple[int, ...], perm: tuple[int, ...] | None,
+                                   tmp_path: Path) -> None:  # fmt: skip
+    rank = len(shape)
+    p = perm or tuple(reversed(range(rank)))
+    attrs = {"perm": list(perm)} if perm else {}
+    node = helper.make_node("Transpose", ["x"], ["y"], **attrs)
+    out = tuple(shape[i] for i in p)
+    _check(_model(node, {"x": (shape, "float32")}, ("y", out, "float32")), tmp_path)
+
+
+SLICES = {
+    # name: (input shape, starts, ends, axes, steps, output shape)
+    "ultraface_head": ((1, 4420, 4), [0], [2], [2], None, (1, 4420, 2)),
+    "negative_clamped": ((5, 9, 7), [-3, 1], [100, -1], [0, 2], None, (3, 9, 5)),
+    "stepped": ((4, 20), [1, 2], [4, 19], [0, 1], [2, 3], (2, 6)),
+    "reversed": ((6, 8), [-1], [-100], [1], [-2], (6, 4)),
+    "default_axes": ((3, 4, 5), [1, 0], [3, 2], None, None, (2, 2, 5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SLICES))
+def test_slice_with_constant_parameters(name: str, tmp_path: Path) -> None:
+    shape, starts, ends, axes, steps, out = SLICES[name]
+    inits = {"starts": np.array(starts, np.int64), "ends": np.array(ends, np.int64)}
+    names = ["x", "starts", "ends"]
+    if axes is not None or steps is not None:
+        inits["axes"] = np.array(axes if axes is not None else range(len(starts)), np.int64)
+        names.append("axes")
+    if steps is not None:
+        inits["steps"] = np.array(steps, np.int64)
+        names.append("steps")
+    node = helper.make_node("Slice", names, ["y"])
+    _check(_model(node, {"x": (shape, "float32")}, ("y", out, "float32"), inits), tmp_path)
+
+
+def test_slice_of_int64(tmp_path: Path) -> None:
+    inits = {"starts": np.array([1], np.int64), "ends": np.array([3], np.int64)}
+    node = helper.make_node("Slice", ["x", "starts", "ends"], ["y"])
+    _check(_model(node, {"x": ((4, 3), "int64")}, ("y", (2, 3), "int64"), inits), tmp_path)
+
+
+def test_slice_with_computed_starts_falls_back(tmp_path: Path) -> None:
+    node = helper.make_node("Slice", ["x", "starts", "ends"], ["y"])
+    inits = {"ends": np.array([3], np.int64)}
+    model = _model(node, {"x": ((4, 3), "float32"), "starts": ((1,), "int64")},
+                   ("y", (2, 3), "float32"), inits)  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    with pytest.warns(UserWarning, match="Slice"):
+        compiled = lepton_compiler.compile(str(path), backend="tvm")
+    assert compiled.executor.fallbacks == ["Slice ×1 (reference kernel)"]
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    got = compiled.run({"x": x, "starts": np.array([1], np.int64)})["y"]
+    np.testing.assert_array_equal(got, x[1:3])
+
+
+@pytest.mark.parametrize(
+    ("shapes", "axis"),
+    [([(1, 3, 5, 5), (1, 13, 5, 5)], 1), ([(2, 7), (2, 1), (2, 16)], -1),
+     ([(1, 4420, 2), (1, 100, 2), (1, 3, 2)], 1), ([(3, 4), (0, 4), (5, 4)], 0)],
+)  # fmt: skip
+def test_concat_on_any_axis(shapes: list[tuple[int, ...]], axis: int, tmp_path: Path) -> None:
+    names = [f"x{i}" for i in range(len(shapes))]
+    rank = len(shapes[0])
+    ax = axis % rank
+    out = list(shapes[0])
+    out[ax] = sum(s[ax] for s in shapes)
+    node = helper.make_node("Concat", names, ["y"], axis=axis)
+    inputs = {n: (s, "float32") for n, s in zip(names, shapes, strict=True)}
+    _check(_model(node, inputs, ("y", tuple(out), "float32")), tmp_path)
