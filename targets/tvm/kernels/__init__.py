@@ -46,6 +46,7 @@ FAMILIES: tuple[str, ...] = (
     "pool",
     "layout",
     "gather",
+    "reduce",
 )
 
 

@@ -1,0 +1,101 @@
+"""Reduce family: ``ReduceMean``, ``ReduceSum``, ``ReduceMax``, ``ReduceMin``, ``ReduceProd``,
+``ReduceSumSquare`` and ``ReduceL1`` over constant axes (attribute before opset 18, or
+``ReduceSum``'s input from opset 13), ``keepdims`` either way, float32.
+
+The input is viewed as ``[outer, reduced, inner]`` blocks: consecutive axes of the same kind
+merge (``[N, C, H, W]`` reduced over ``H, W`` is ``[N*C, H*W, 1]``; over ``C`` it is
+``[N, C, H*W]``), so any set of axes becomes at most a few loops. Schedule
+(`schedules.x86_reduce`): parallel over the kept positions; with kept innermost elements
+(``inner > 1``) the reduction runs across whole vectors of them; with the innermost axis
+reduced, each output accumulates a contiguous run in ``lanes`` partial sums that are added at
+the end. ``ReduceMean`` multiplies the sum by ``1 / count`` once. Refused: other dtypes,
+computed axes, ``noop_with_empty_axes`` with no axes, groups with an epilogue.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lepton_compiler.ir import Node
+
+from ..schedules.x86_conv import vector_lanes
+from ..schedules.x86_reduce import ReduceShape, reduce_func
+from ..te_ops import LoweringError
+from . import KernelPlan
+from .attention import anchor_group, flat_plan, parallel_tasks, static_shape
+
+NAME = "reduce"
+ANCHORS = (
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare",
+    "ReduceL1",
+)  # fmt: skip
+
+
+def _axes(node: Node, fused: Node, rank: int) -> list[int]:
+    """The reduced axes, normalized and sorted (every axis when none are given)."""
+    axes: Any = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+        body = fused.attrs["body"]
+        outer = dict(zip(body.inputs, fused.inputs, strict=True))
+        src = outer.get(node.inputs[1]) or node.inputs[1]
+        if src.const is None:
+            raise LoweringError(f"{node!r}: the axes must be a constant")
+        axes = np.asarray(src.const).astype(np.int64).ravel().tolist()
+    if not axes:
+        if int(node.attrs.get("noop_with_empty_axes", 0)):
+            raise LoweringError(f"{node!r}: no axes with noop_with_empty_axes (a copy)")
+        return list(range(rank))
+    out = sorted({int(a) + rank if int(a) < 0 else int(a) for a in axes})
+    if any(not 0 <= a < rank for a in out):
+        raise LoweringError(f"{node!r}: axes {axes} out of range for rank {rank}")
+    return out
+
+
+def blocks(shape: tuple[int, ...], axes: list[int]) -> list[tuple[bool, int]]:
+    """``shape`` as runs of consecutive axes of one kind: (reduced, size) per run, size-1
+    axes dropped (they change nothing)."""
+    runs: list[tuple[bool, int]] = []
+    for d, n in enumerate(shape):
+        if n == 1:
+            continue
+        red = d in axes
+        if runs and runs[-1][0] == red:
+            runs[-1] = (red, runs[-1][1] * n)
+        else:
+            runs.append((red, n))
+    return runs
+
+
+def plan(fused: Node, target: Any) -> KernelPlan:
+    """Plan a lone reduction (see the module docstring)."""
+    group = anchor_group(fused, ANCHORS)
+    if group.epilogue is not None:
+        raise LoweringError("a reduction with an epilogue is not supported")
+    node, position = group.anchor, group.position
+    x = static_shape(node.inputs[0] if node.inputs else None, "data")
+    out = static_shape(node.outputs[0], "reduced")
+    axes = _axes(node, fused, len(x))
+    keep = [n for d, n in enumerate(x) if d not in axes]
+    want = tuple(1 if d in axes else n for d, n in enumerate(x))
+    if out not in (want, tuple(keep)) or math.prod(out) != math.prod(keep):
+        raise LoweringError(f"{node!r}: output {out} for input {x} reduced over {axes}")
+    if math.prod(x) == 0:
+        raise LoweringError(f"{node!r}: an empty input")
+    lanes = vector_lanes(target)
+    runs = blocks(x, axes)
+    shape = ReduceShape(
+        op=node.op,
+        runs=tuple(runs),
+        lanes=lanes,
+        tasks=parallel_tasks(math.prod(x), max(1, math.prod(keep) // max(1, _inner(runs)))),
+    )
+    return flat_plan(("reduce", shape), lambda: reduce_func(shape),
+                     [(position[node.inputs[0]], x)], out, shape)  # type: ignore[index]  # fmt: skip
+
+
+def _inner(runs: list[tuple[bool, int]]) -> int:
+    """Kept elements after the last reduced run (1 when the innermost axis is reduced)."""
+    return runs[-1][1] if runs and not runs[-1][0] else 1

@@ -1,0 +1,99 @@
+"""TVM reduce family: ReduceMean/Sum/Max/Min/Prod/SumSquare/L1 over any constant axes, with
+and without keepdims, both kernel forms (innermost axis reduced or kept, odd sizes, chunked
+rows), match ONNX Runtime; computed axes and ReduceLogSumExp stay with reference kernels."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+pytest.importorskip("tvm")
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+import lepton_compiler
+from lepton_compiler.testing import run_onnxruntime
+
+
+def _reduce_model(op: str, shape: tuple[int, ...], axes: list[int] | None, keepdims: int,
+                  axes_input: bool) -> onnx.ModelProto:  # fmt: skip
+    inits = []
+    inputs = ["x"]
+    attrs: dict[str, object] = {"keepdims": keepdims}
+    if axes is not None and axes_input:
+        inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+        inputs.append("axes")
+    elif axes is not None:
+        attrs["axes"] = axes
+    node = helper.make_node(op, inputs, ["y"], **attrs)
+    out = np.zeros(shape).sum(axis=None if axes is None else tuple(axes),
+                              keepdims=bool(keepdims)).shape  # fmt: skip
+    graph = helper.make_graph(
+        [node], "reduce", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits,
+    )  # fmt: skip
+    opset = 18 if axes_input else 13
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _run(model: onnx.ModelProto, tmp_path: Path, scale: float = 1.0) -> tuple[Any, ...]:
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = lepton_compiler.compile(str(path), backend="tvm")
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = (np.random.default_rng(0).standard_normal(shape) * scale).astype(np.float32)
+    return compiled, run_onnxruntime(str(path), {"x": x})["y"], compiled.run({"x": x})["y"]
+
+
+CASES = {
+    # name: (shape, axes, keepdims)
+    "layernorm_like_last": ((2, 7, 768), [-1], 1),
+    "se_block_hw": ((1, 24, 14, 14), [2, 3], 1),
+    "channels_kept_inner": ((2, 5, 3, 9), [1], 0),
+    "all_axes": ((3, 17, 5), None, 0),
+    "middle_and_last": ((2, 3, 4, 5, 6), [1, 4], 1),
+    "first_and_middle": ((4, 3, 5, 33), [0, 2], 0),
+    "long_kept_rows_chunked": ((3, 2, 1300), [1], 1),
+    "size_one_axes": ((1, 8, 1, 19), [0, 2], 0),
+}
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
+                                "ReduceSumSquare", "ReduceL1"])  # fmt: skip
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_reduce_matches_onnxruntime(op: str, name: str, tmp_path: Path) -> None:
+    shape, axes, keepdims = CASES[name]
+    compiled, want, got = _run(_reduce_model(op, shape, axes, keepdims, axes_input=True),
+                               tmp_path)  # fmt: skip
+    assert compiled.executor.fallbacks == []
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(np.abs(want).max()))
+
+
+def test_reduce_prod_and_axes_attribute(tmp_path: Path) -> None:
+    """ReduceProd (values near 1 so the product stays finite), axes as an attribute
+    (opset 13)."""
+    model = _reduce_model("ReduceProd", (2, 6, 10), [2], 0, axes_input=False)
+    compiled, want, got = _run(model, tmp_path, scale=0.1)
+    assert compiled.executor.fallbacks == []
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_computed_axes_and_logsumexp_fall_back(tmp_path: Path) -> None:
+    node = helper.make_node("ReduceLogSumExp", ["x"], ["y"], axes=[1], keepdims=0)
+    graph = helper.make_graph(
+        [node], "lse", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 5))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2,))],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    compiled, want, got = _run(model, tmp_path)
+    assert compiled.executor.fallbacks == ["ReduceLogSumExp ×1 (reference kernel)"]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
