@@ -16,9 +16,9 @@ What it takes:
 B is pre-packed (`KernelPlan.packs`) as ``Bp[Npad / nb, K, nb]`` (``nb`` = the tile's
 columns, N zero-padded to whole tiles), with ``transB`` and ``alpha`` folded in. A constant B
 is packed once at compile time; a non-constant 2-D B is accepted but packed by NumPy on every
-call. Refused (`LoweringError`): a batched B (rank != 2), 1-D A, non-float32 tensors, dynamic
-shapes, a prologue before the anchor, an epilogue op outside the table or one that changes
-the shape.
+call. A batched B (rank >= 3) goes to `bmm` (a product per batch). Refused (`LoweringError`):
+1-D A, non-float32 tensors, dynamic shapes, a prologue before the anchor, an epilogue op
+outside the table or one that changes the shape.
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ class DenseWorkload:
 
 def plan(fused: Node, target: Any) -> KernelPlan:
     """Lower a dense group and pick its tile (see the module docstring)."""
+    from . import bmm
+
+    if bmm.batched(fused):  # a product per batch of two activations
+        return bmm.plan(fused, target)
     lanes = vector_lanes(target)
     try:
         threads = int(target.attrs["num-cores"])
