@@ -43,6 +43,7 @@ from lepton_compiler.errors import LeptonError
 from lepton_compiler.ir import DType, Graph, Node, Value
 
 from .te_elementwise import UNARY_OPS, binary_builder, unary_builder
+from .te_logic import LOGIC_OPS, lower_logic
 from .te_movement import MOVEMENT_OPS, lower_movement
 
 __all__ = [
@@ -170,7 +171,9 @@ def _static_shape(v: Value) -> tuple[int, ...]:
 
 
 #: The dtypes anchor-less element-wise groups take (Cast converts between them).
-_TVM_DTYPES = {DType.FLOAT32: "float32", DType.INT32: "int32", DType.INT64: "int64"}
+_TVM_DTYPES = {
+    DType.FLOAT32: "float32", DType.INT32: "int32", DType.INT64: "int64", DType.BOOL: "bool",
+}  # fmt: skip
 #: Binary ops that are exact on integers with TVM's semantics (Div truncates, unlike ONNX's
 #: reference on negative operands, so it stays float only).
 _INT_BINARY = ("Add", "Sub", "Mul", "Max", "Min")
@@ -602,6 +605,13 @@ def lower_group(
             )
             attrs = tuple(sorted((k, repr(val)) for k, val in node.attrs.items()))
             key.append((op, attrs, consts))
+        elif op in LOGIC_OPS:
+            if flat or not conv_free:
+                raise LoweringError(f"{node!r}: {op} in a conv group is not supported")
+            _check_elementwise_dtype(out)
+            operands = [tensor(v) for v in node.inputs]
+            res, lkey = lower_logic(node, operands, _static_shape(out), name)
+            key.append(lkey)
         elif op in MOVEMENT_OPS:
             if flat or not conv_free:
                 raise LoweringError(f"{node!r}: {op} in a conv group is not supported")

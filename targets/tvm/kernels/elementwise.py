@@ -1,8 +1,8 @@
 """Element-wise family: chains of broadcasting binary ops, Cast and the unary ops of
-`te_elementwise.UNARY_OPS` with no anchor, and the data-movement ops of `te_movement`
-(``Slice``, ``Concat``; ``Transpose`` comes through the layout family), as one parallel,
-vectorized loop per output. Tensors may be float32, int32 or int64 (unary math ops stay
-float32)."""
+`te_elementwise.UNARY_OPS` with no anchor, comparisons, boolean logic and ``Where``
+(`te_logic`), and the data-movement ops of `te_movement` (``Slice``, ``Concat``;
+``Transpose`` comes through the layout family), as one parallel, vectorized loop per output.
+Tensors may be float32, int32, int64 or bool (unary math ops stay float32)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ from lepton_compiler.ir import Node
 from ..schedules.x86_conv import vector_lanes
 from ..schedules.x86_elementwise import schedule_elementwise_group
 from ..te_elementwise import UNARY_OPS
+from ..te_logic import LOGIC_OPS
 from ..te_ops import _BINARY_NAMES, LoweringError, lower_group
 from .conv import plan_from_lowered
 
 NAME = "elementwise"
-ANCHORS = ("", "Cast", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}), "Slice", "Concat")
+ANCHORS = (
+    "", "Cast", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}), "Slice", "Concat",
+    *LOGIC_OPS,
+)  # fmt: skip
 
 
 def plan(fused: Node, target: Any) -> Any:
