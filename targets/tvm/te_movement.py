@@ -1,11 +1,14 @@
 """Data-movement ops as TE computes: ``Transpose`` (any permutation), ``Slice`` (constant
-starts/ends/axes/steps) and ``Concat``, so that `te_ops.lower_group` can lower them like an
-element-wise op and the element-wise family runs them as one parallel copy loop.
+starts/ends/axes/steps), ``Concat``, ``Pad`` (constant, edge and reflect modes, constant
+pads), ``Expand`` and ``Tile`` (constant shape / repeats), so that `te_ops.lower_group` can
+lower them like an element-wise op and the element-wise family runs them as one parallel copy
+loop.
 
-Each output element reads exactly one input element: a permuted index, a strided offset, or,
-for ``Concat``, the input whose range along the axis holds the index. ``Concat`` chooses with
-``if_then_else`` (which branches: only the chosen input is read), never ``Select``, which
-evaluates both sides and would read out of bounds.
+Each output element reads exactly one input element: a permuted index, a strided offset, a
+clamped or reflected index, a broadcast or wrapped index, or, for ``Concat``, the input whose
+range along the axis holds the index. Choices use ``if_then_else`` (which branches: only the
+chosen input is read) over indices that are in bounds anyway, never a ``Select`` around a
+clamped load (TVM simplifies a Select's branches under its condition yet evaluates both).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from lepton_compiler.ir import Node, Value
 __all__ = ["MOVEMENT_OPS", "lower_movement"]
 
 #: Ops `lower_movement` takes.
-MOVEMENT_OPS = ("Transpose", "Slice", "Concat")
+MOVEMENT_OPS = ("Transpose", "Slice", "Concat", "Pad", "Expand", "Tile")
 
 
 def lower_movement(
@@ -50,6 +53,10 @@ def lower_movement(
         res, key = _slice(node, tensor(node.inputs[0]), const_of, name)
     elif node.op == "Concat":
         res, key = _concat(node, [tensor(v) for v in node.inputs], name)
+    elif node.op == "Pad":
+        res, key = _pad(node, tensor(node.inputs[0]), const_of, name)
+    elif node.op in ("Expand", "Tile"):
+        res, key = _repeat(node, tensor(node.inputs[0]), const_of, out_shape, name)
     else:
         raise LoweringError(f"{node!r}: {node.op} is not a data-movement op")
     got = tuple(int(d) for d in res.shape)
@@ -144,3 +151,114 @@ def _concat(
         raise LoweringError(f"{node!r}: every input is empty")
     res = te.compute(out, fcompute, name=name)
     return res, ("Concat", axis, tuple(shapes))
+
+
+def _const_ints(
+    node: Node, v: Value | None, what: str, const_of: Callable[[Value | None], np.ndarray | None]
+) -> list[int] | None:
+    """The integer values of constant input `v` (None when absent)."""
+    if v is None:
+        return None
+    value = const_of(v)
+    if value is None:
+        raise LoweringError(f"{node!r}: {what} must be a constant")
+    return [int(x) for x in np.asarray(value).ravel()]
+
+
+def _pad(
+    node: Node,
+    a: te.Tensor,
+    const_of: Callable[[Value | None], np.ndarray | None],
+    name: str,
+) -> tuple[te.Tensor, tuple[Any, ...]]:
+    x = _shape(a)
+    rank = len(x)
+    ins = list(node.inputs) + [None] * (4 - len(node.inputs))
+    pads = _const_ints(node, ins[1], "pads", const_of)
+    if pads is None:
+        raise LoweringError(f"{node!r}: needs pads")
+    axes = _const_ints(node, ins[3], "axes", const_of)
+    axes = [d + rank if d < 0 else d for d in (axes if axes is not None else range(rank))]
+    if len(pads) != 2 * len(axes) or any(not 0 <= d < rank for d in axes):
+        raise LoweringError(f"{node!r}: pads {pads} for axes {axes}")
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode not in ("constant", "edge", "reflect"):
+        raise LoweringError(f"{node!r}: mode {mode!r} is not supported")
+    value = const_of(ins[2]) if ins[2] is not None else np.zeros((), np.float32)
+    if value is None:
+        raise LoweringError(f"{node!r}: constant_value must be a constant")
+    begin, end = [0] * rank, [0] * rank
+    for j, d in enumerate(axes):
+        begin[d], end[d] = pads[j], pads[len(axes) + j]
+    if min(begin + end) < 0:
+        raise LoweringError(f"{node!r}: negative pads (a crop) are not supported")
+    if mode == "reflect" and any((begin[d] or end[d]) and (x[d] < 2 or max(begin[d], end[d])
+                                 >= x[d]) for d in range(rank)):  # fmt: skip
+        raise LoweringError(f"{node!r}: reflect padding as wide as the input")
+    out = tuple(x[d] + begin[d] + end[d] for d in range(rank))
+    fill = tirx.const(np.asarray(value).ravel()[0].item(), str(a.dtype))
+
+    def source(d: int, i: Any) -> Any:
+        j = i - begin[d]
+        if not begin[d] and not end[d]:
+            return j
+        if mode == "reflect":
+            j = tirx.abs(j)  # before the start: mirrored about 0
+            j = tirx.min(j, 2 * (x[d] - 1) - j)  # past the end: mirrored about n - 1
+        return tirx.min(tirx.max(j, 0), x[d] - 1)
+
+    def fcompute(*i: Any) -> Any:
+        value = a[tuple(source(d, i[d]) for d in range(rank))]
+        if mode != "constant":
+            return value
+        inside = [tirx.all(i[d] >= begin[d], i[d] < begin[d] + x[d])
+                  for d in range(rank) if begin[d] or end[d]]  # fmt: skip
+        return tirx.if_then_else(tirx.all(*inside), value, fill) if inside else value
+
+    res = te.compute(out, fcompute, name=name)
+    key = ("Pad", mode, tuple(begin), tuple(end), repr(np.asarray(value).tolist()))
+    return res, key
+
+
+def _repeat(
+    node: Node,
+    a: te.Tensor,
+    const_of: Callable[[Value | None], np.ndarray | None],
+    out_shape: tuple[int, ...],
+    name: str,
+) -> tuple[te.Tensor, tuple[Any, ...]]:
+    """``Expand`` (NumPy broadcasting to a constant shape) or ``Tile`` (constant repeats):
+    each output element reads the input at its index, broadcast or wrapped."""
+    x = _shape(a)
+    what = "shape" if node.op == "Expand" else "repeats"
+    param = _const_ints(node, node.inputs[1] if len(node.inputs) > 1 else None, what, const_of)
+    if param is None:
+        raise LoweringError(f"{node!r}: needs {what}")
+    rank = len(out_shape)
+    off = rank - len(x)
+    if off < 0:
+        raise LoweringError(f"{node!r}: output rank {rank} below the input's {len(x)}")
+
+    def fcompute(*i: Any) -> Any:
+        idx = []
+        for d, n in enumerate(x):
+            o = i[off + d]
+            if node.op == "Tile":
+                idx.append(tirx.floormod(o, n) if out_shape[off + d] != n else o)
+            else:
+                idx.append(0 if n == 1 else o)
+        return a[tuple(idx)]
+
+    if node.op == "Tile":
+        same = len(param) == len(x)
+        want = tuple(n * r for n, r in zip(x, param, strict=False)) if same else None
+    else:
+        try:
+            want = tuple(int(d) for d in np.broadcast_shapes(x, tuple(param)))
+        except ValueError:
+            want = None
+    if want != out_shape:
+        raise LoweringError(f"{node!r}: {what} {param} for input {x} do not give {out_shape}")
+    res = te.compute(out_shape, fcompute, name=name)
+    return res, (node.op, x, out_shape)

@@ -1,8 +1,9 @@
 """Element-wise family: chains of broadcasting binary ops, Cast and the unary ops of
 `te_elementwise.UNARY_OPS` with no anchor, comparisons, boolean logic and ``Where``
-(`te_logic`), and the data-movement ops of `te_movement` (``Slice``, ``Concat``;
-``Transpose`` comes through the layout family), as one parallel, vectorized loop per output.
-Tensors may be float32, int32, int64 or bool (unary math ops stay float32)."""
+(`te_logic`), and the data-movement ops of `te_movement` (``Slice``, ``Concat``, ``Pad``,
+``Expand``, ``Tile``; ``Transpose`` comes through the layout family), as one parallel,
+vectorized loop per output. Tensors may be float32, int32, int64 or bool (unary math ops stay
+float32)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from ..schedules.x86_conv import vector_lanes
 from ..schedules.x86_elementwise import schedule_elementwise_group
 from ..te_elementwise import UNARY_OPS
 from ..te_logic import LOGIC_OPS
+from ..te_movement import MOVEMENT_OPS
 from ..te_ops import _BINARY_NAMES, LoweringError, lower_group
 from .conv import plan_from_lowered
 
 NAME = "elementwise"
 ANCHORS = (
-    "", "Cast", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}), "Slice", "Concat",
-    *LOGIC_OPS,
+    "", "Cast", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}),
+    *(op for op in MOVEMENT_OPS if op != "Transpose"), *LOGIC_OPS,
 )  # fmt: skip
 
 

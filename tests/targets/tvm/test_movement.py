@@ -133,3 +133,40 @@ def test_concat_on_any_axis(shapes: list[tuple[int, ...]], axis: int, tmp_path: 
     node = helper.make_node("Concat", names, ["y"], axis=axis)
     inputs = {n: (s, "float32") for n, s in zip(names, shapes, strict=True)}
     _check(_model(node, inputs, ("y", tuple(out), "float32")), tmp_path)
+
+
+PADS = {
+    # name: (input shape, pads, mode, axes)
+    "constant_nchw": ((1, 3, 5, 7), [0, 0, 1, 2, 0, 0, 3, 1], "constant", None),
+    "edge": ((2, 6, 9), [0, 2, 1, 0, 3, 4], "edge", None),
+    "reflect": ((1, 2, 6, 5), [0, 0, 2, 3, 0, 0, 3, 1], "reflect", None),
+    "axes_input": ((4, 10), [3, 2], "constant", [-1]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PADS))
+def test_pad_modes(name: str, tmp_path: Path) -> None:
+    shape, pads, mode, axes = PADS[name]
+    inits = {"pads": np.array(pads, np.int64), "value": np.array(1.5, np.float32)}
+    names = ["x", "pads", "value"]
+    if axes is not None:
+        inits["axes"] = np.array(axes, np.int64)
+        names.append("axes")
+    dims = [d % len(shape) for d in axes] if axes is not None else range(len(shape))
+    out = list(shape)
+    for j, d in enumerate(dims):
+        out[d] += pads[j] + pads[len(pads) // 2 + j]
+    node = helper.make_node("Pad", names, ["y"], mode=mode)
+    _check(_model(node, {"x": (shape, "float32")}, ("y", tuple(out), "float32"), inits), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "param", "out"),
+    [("Expand", (3, 1, 5), [2, 3, 4, 5], (2, 3, 4, 5)), ("Expand", (1, 7), [7, 1], (7, 7)),
+     ("Tile", (2, 3, 4), [1, 3, 2], (2, 9, 8))],
+)  # fmt: skip
+def test_expand_and_tile(op: str, shape: tuple[int, ...], param: list[int],
+                         out: tuple[int, ...], tmp_path: Path) -> None:  # fmt: skip
+    node = helper.make_node(op, ["x", "p"], ["y"])
+    inits = {"p": np.array(param, np.int64)}
+    _check(_model(node, {"x": (shape, "float32")}, ("y", out, "float32"), inits), tmp_path)
