@@ -712,7 +712,7 @@ def _as_group(node: Node) -> tuple[Node, list[Value]] | None:
     its inputs stand for (in order); None when there is no kernel to try."""
     if node.op == "lepton.Fused":
         return node, list(node.inputs)  # type: ignore[arg-type]  # group inputs are not None
-    if len(node.outputs) == 1 and not node.subgraphs() and node.op in _lone_ops():
+    if node.outputs and not node.subgraphs() and node.op in _lone_ops():
         return _wrap_single(node)
     return None
 
@@ -740,15 +740,15 @@ def _wrap_single(node: Node) -> tuple[Node, list[Value]]:
         inner_inputs.append(bv)
         outer_inputs.append(Value(f"{node.name}_arg{k}", v.type, const=v.const))
         group_inputs.append(v)
-    out = Value(f"{node.name}_out", node.outputs[0].type)
-    inner = Node(node.op, inner_inputs, dict(node.attrs), outputs=[out], name=node.name)
+    outs = [Value(f"{node.name}_out{k}", o.type) for k, o in enumerate(node.outputs)]
+    inner = Node(node.op, inner_inputs, dict(node.attrs), outputs=outs, name=node.name)
     body.append(inner)
-    body.outputs = [out]
+    body.outputs = list(outs)
     fused = Node(
         "lepton.Fused",
         outer_inputs,
         {"body": body, "anchor": node.op, "epilogue": []},
-        outputs=[Value(f"{node.name}_fused", node.outputs[0].type)],
+        outputs=[Value(f"{node.name}_fused{k}", o.type) for k, o in enumerate(node.outputs)],
         name=f"{node.name}_single",
     )
     return fused, group_inputs

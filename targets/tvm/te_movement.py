@@ -1,5 +1,6 @@
 """Data-movement ops as TE computes: ``Transpose`` (any permutation), ``Slice`` (constant
-starts/ends/axes/steps), ``Concat``, ``Pad`` (constant, edge and reflect modes, constant
+starts/ends/axes/steps), ``Concat``, ``Split`` (`lower_split`, one compute per output),
+``Pad`` (constant, edge and reflect modes, constant
 pads), ``Expand`` and ``Tile`` (constant shape / repeats), so that `te_ops.lower_group` can
 lower them like an element-wise op and the element-wise family runs them as one parallel copy
 loop.
@@ -22,7 +23,7 @@ from tvm import te, tirx
 from lepton_compiler.errors import LoweringError
 from lepton_compiler.ir import Node, Value
 
-__all__ = ["MOVEMENT_OPS", "lower_movement"]
+__all__ = ["MOVEMENT_OPS", "lower_movement", "lower_split"]
 
 #: Ops `lower_movement` takes.
 MOVEMENT_OPS = ("Transpose", "Slice", "Concat", "Pad", "Expand", "Tile")
@@ -262,3 +263,42 @@ def _repeat(
         raise LoweringError(f"{node!r}: {what} {param} for input {x} do not give {out_shape}")
     res = te.compute(out_shape, fcompute, name=name)
     return res, (node.op, x, out_shape)
+
+
+def lower_split(
+    node: Node,
+    a: te.Tensor,
+    const_of: Callable[[Value | None], np.ndarray | None],
+    out_shapes: Sequence[tuple[int, ...]],
+    name: str,
+) -> tuple[list[te.Tensor], tuple[Any, ...]]:
+    """``Split`` as one compute per output (each a strided copy of its range along the
+    axis), and its part of the cache key.
+
+    Raises:
+        LoweringError: computed split sizes, or sizes that disagree with the outputs.
+    """
+    x = _shape(a)
+    rank = len(x)
+    axis = int(node.attrs.get("axis", 0))
+    axis = axis + rank if axis < 0 else axis
+    if not 0 <= axis < rank:
+        raise LoweringError(f"{node!r}: axis {axis} out of range")
+    sizes = _const_ints(node, node.inputs[1] if len(node.inputs) > 1 else None, "split",
+                        const_of)  # fmt: skip
+    if sizes is None:
+        sizes = [int(s[axis]) for s in out_shapes]  # equal parts or the `split` attribute
+    if sum(sizes) != x[axis] or len(sizes) != len(out_shapes) or any(
+        tuple(s) != (*x[:axis], n, *x[axis + 1 :]) for s, n in zip(out_shapes, sizes, strict=True)
+    ):
+        raise LoweringError(f"{node!r}: sizes {sizes} of axis {axis} for outputs {out_shapes}")
+    starts = np.cumsum([0, *sizes]).tolist()
+
+    def part(start: int) -> Callable[..., Any]:
+        return lambda *i: a[(*i[:axis], i[axis] + start, *i[axis + 1 :])]
+
+    parts = [
+        te.compute(tuple(shape), part(start), name=f"{name}_{k}")
+        for k, (shape, start) in enumerate(zip(out_shapes, starts, strict=False))
+    ]
+    return parts, ("Split", axis, tuple(sizes), x)

@@ -44,7 +44,7 @@ from lepton_compiler.ir import DType, Graph, Node, Value
 
 from .te_elementwise import UNARY_OPS, binary_builder, unary_builder
 from .te_logic import LOGIC_OPS, lower_logic
-from .te_movement import MOVEMENT_OPS, lower_movement
+from .te_movement import MOVEMENT_OPS, lower_movement, lower_split
 
 __all__ = [
     "ConvWorkload",
@@ -612,6 +612,21 @@ def lower_group(
             operands = [tensor(v) for v in node.inputs]
             res, lkey = lower_logic(node, operands, _static_shape(out), name)
             key.append(lkey)
+        elif op == "Split":
+            if flat or not conv_free:
+                raise LoweringError(f"{node!r}: Split in a conv group is not supported")
+            for v in node.outputs:
+                _check_elementwise_dtype(v)
+            parts, skey = lower_split(
+                node, tensor(node.inputs[0]), const_of, [_static_shape(o) for o in node.outputs],
+                name,
+            )  # fmt: skip
+            key.append(skey)
+            for k, (o, t) in enumerate(zip(node.outputs, parts, strict=True)):
+                env[o] = t
+                ref[o] = ("node", i * 1000 + k)
+                names.append(t.op.name)
+            continue
         elif op in MOVEMENT_OPS:
             if flat or not conv_free:
                 raise LoweringError(f"{node!r}: {op} in a conv group is not supported")

@@ -1,6 +1,6 @@
 """Element-wise family: chains of broadcasting binary ops, Cast and the unary ops of
 `te_elementwise.UNARY_OPS` with no anchor, comparisons, boolean logic and ``Where``
-(`te_logic`), and the data-movement ops of `te_movement` (``Slice``, ``Concat``, ``Pad``,
+(`te_logic`), and the data-movement ops of `te_movement` (``Slice``, ``Concat``, ``Split``, ``Pad``,
 ``Expand``, ``Tile``; ``Transpose`` comes through the layout family), as one parallel,
 vectorized loop per output. Tensors may be float32, int32, int64 or bool (unary math ops stay
 float32)."""
@@ -22,7 +22,7 @@ from .conv import plan_from_lowered
 NAME = "elementwise"
 ANCHORS = (
     "", "Cast", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}),
-    *(op for op in MOVEMENT_OPS if op != "Transpose"), *LOGIC_OPS,
+    *(op for op in MOVEMENT_OPS if op != "Transpose"), "Split", *LOGIC_OPS,
 )  # fmt: skip
 
 

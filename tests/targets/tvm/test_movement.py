@@ -170,3 +170,26 @@ def test_expand_and_tile(op: str, shape: tuple[int, ...], param: list[int],
     node = helper.make_node(op, ["x", "p"], ["y"])
     inits = {"p": np.array(param, np.int64)}
     _check(_model(node, {"x": (shape, "float32")}, ("y", out, "float32"), inits), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis", "sizes"),
+    [((2, 12, 5), 1, [3, 4, 5]), ((4, 34), -1, [17, 17]), ((6, 3), 0, None)],
+)  # fmt: skip
+def test_split(shape: tuple[int, ...], axis: int, sizes: list[int] | None,
+               tmp_path: Path) -> None:  # fmt: skip
+    """Split into sizes given as an input, or into equal parts (``num_outputs``)."""
+    ax = axis % len(shape)
+    parts = sizes or [shape[ax] // 3] * 3
+    outs = [f"y{k}" for k in range(len(parts))]
+    inits = {"split": np.array(parts, np.int64)} if sizes else {}
+    attrs = {"axis": axis} if sizes else {"axis": axis, "num_outputs": 3}
+    node = helper.make_node("Split", ["x", "split"] if sizes else ["x"], outs, **attrs)
+    graph = helper.make_graph(
+        [node], "split", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT,
+                                       (*shape[:ax], n, *shape[ax + 1:]))
+         for o, n in zip(outs, parts, strict=True)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    _check(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path)
