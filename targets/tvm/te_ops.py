@@ -579,13 +579,13 @@ def lower_group(
             else:
                 res = _broadcast(fn, a, b, shape, name)
             key.append((op, tuple(int(d) for d in a.shape), tuple(int(d) for d in b.shape)))
-        elif op == "Cast":
+        elif op in ("Cast", "CastLike"):  # CastLike: the dtype of its second input
             a = tensor(node.inputs[0])
             _check_elementwise_dtype(out)
             to = _TVM_DTYPES[out.dtype]  # type: ignore[index]
             is_flat[out] = is_flat.get(node.inputs[0], False)  # type: ignore[arg-type]
             res = _cast(a, to, name)
-            key.append(("Cast", str(a.dtype), to))
+            key.append(("Cast", str(a.dtype), to))  # CastLike's second input is not read
         elif op == "Identity":
             env[out] = tensor(node.inputs[0])
             is_flat[out] = is_flat.get(node.inputs[0], False)  # type: ignore[arg-type]

@@ -1,6 +1,8 @@
 """Reduce family: ``ReduceMean``, ``ReduceSum``, ``ReduceMax``, ``ReduceMin``, ``ReduceProd``,
-``ReduceSumSquare`` and ``ReduceL1`` over constant axes (attribute before opset 18, or
-``ReduceSum``'s input from opset 13), ``keepdims`` either way, float32.
+``ReduceSumSquare``, ``ReduceL1``, ``ReduceL2``, ``ReduceLogSum`` and ``ReduceLogSumExp``
+(computed as the reference does, ``log(sum(exp(x)))``) over constant axes (attribute before
+opset 18, or ``ReduceSum``'s input from opset 13), ``keepdims`` either way, float32, with an
+element-wise epilogue (`attention.anchor_group`) applied as each result is stored.
 
 The input is viewed as ``[outer, reduced, inner]`` blocks: consecutive axes of the same kind
 merge (``[N, C, H, W]`` reduced over ``H, W`` is ``[N*C, H*W, 1]``; over ``C`` it is
@@ -9,7 +11,7 @@ merge (``[N, C, H, W]`` reduced over ``H, W`` is ``[N*C, H*W, 1]``; over ``C`` i
 (``inner > 1``) the reduction runs across whole vectors of them; with the innermost axis
 reduced, each output accumulates a contiguous run in ``lanes`` partial sums that are added at
 the end. ``ReduceMean`` multiplies the sum by ``1 / count`` once. Refused: other dtypes,
-computed axes, ``noop_with_empty_axes`` with no axes, groups with an epilogue.
+computed axes, ``noop_with_empty_axes`` with no axes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .attention import anchor_group, flat_plan, parallel_tasks, static_shape
 NAME = "reduce"
 ANCHORS = (
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare",
-    "ReduceL1",
+    "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
 )  # fmt: skip
 
 
@@ -72,8 +74,6 @@ def blocks(shape: tuple[int, ...], axes: list[int]) -> list[tuple[bool, int]]:
 def plan(fused: Node, target: Any) -> KernelPlan:
     """Plan a lone reduction (see the module docstring)."""
     group = anchor_group(fused, ANCHORS)
-    if group.epilogue is not None:
-        raise LoweringError("a reduction with an epilogue is not supported")
     node, position = group.anchor, group.position
     x = static_shape(node.inputs[0] if node.inputs else None, "data")
     out = static_shape(node.outputs[0], "reduced")
@@ -92,8 +92,9 @@ def plan(fused: Node, target: Any) -> KernelPlan:
         lanes=lanes,
         tasks=parallel_tasks(math.prod(x), max(1, math.prod(keep) // max(1, _inner(runs)))),
     )
-    return flat_plan(("reduce", shape), lambda: reduce_func(shape),
-                     [(position[node.inputs[0]], x)], out, shape)  # type: ignore[index]  # fmt: skip
+    inputs = [(position[node.inputs[0]], x), *group.operands]  # type: ignore[index]
+    return flat_plan(("reduce", shape, group.epilogue_key),
+                     lambda: reduce_func(shape, group.epilogue), inputs, out, shape)  # fmt: skip
 
 
 def _inner(runs: list[tuple[bool, int]]) -> int:

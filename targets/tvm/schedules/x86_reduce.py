@@ -19,14 +19,21 @@ sizes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .x86_attention import tree_reduce
+from .x86_attention import (
+    Epilogue,
+    drop_params,
+    epilogue_expr,
+    epilogue_sizes,
+    operand_flags,
+    tree_reduce,
+)
 
 __all__ = ["ReduceShape", "reduce_func"]
 
@@ -65,6 +72,9 @@ def _op(op: str) -> tuple[Callable[[Any, Any], Any], Any, Callable[[Any], Any]]:
         "ReduceMax": (tirx.max, -inf, lambda v: v),
         "ReduceMin": (tirx.min, inf, lambda v: v),
         "ReduceProd": (tirx.Mul, tirx.const(1.0, _F32), lambda v: v),
+        "ReduceL2": (add, tirx.const(0.0, _F32), lambda v: v * v),
+        "ReduceLogSum": (add, tirx.const(0.0, _F32), lambda v: v),
+        "ReduceLogSumExp": (add, tirx.const(0.0, _F32), tirx.exp),
     }
     return table[op]
 
@@ -82,8 +92,9 @@ def _offset(flat: Any, runs: list[tuple[int, int]]) -> Any:
     return total
 
 
-def reduce_func(a: ReduceShape) -> tirx.PrimFunc:
-    """The kernel ``main(x, out)`` on flat buffers (see the module docstring)."""
+def reduce_func(a: ReduceShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
+    """The kernel ``main(x[, e0, e1], out)`` on flat buffers (see the module docstring);
+    `epi` is applied to each result as it is stored."""
     runs = list(a.runs)
     sizes = [n for _, n in runs]
     strides = [math.prod(sizes[i + 1 :]) for i in range(len(runs))]
@@ -94,12 +105,22 @@ def reduce_func(a: ReduceShape) -> tirx.PrimFunc:
     combine, init, fmap = _op(a.op)
     scale = tirx.const(1.0 / count, _F32) if a.op == "ReduceMean" else None
 
-    def finish(v: Any) -> Any:
-        return v * scale if scale is not None else v
+    def finish(v: Any, flat: Any, bufs: Sequence[Any]) -> Any:
+        """The reduced value as stored: scaled or transformed, then the epilogue."""
+        if scale is not None:
+            v = v * scale
+        elif a.op == "ReduceL2":
+            v = tirx.sqrt(v)
+        elif a.op in ("ReduceLogSum", "ReduceLogSumExp"):
+            v = tirx.log(v)
+        return epilogue_expr(epi, v, flat, bufs)
 
+    sizes_e = epilogue_sizes(epi)
     if not runs or runs[-1][0]:
-        return _inner_reduced(a, kept, reduced, total, combine, init, fmap, finish)
-    return _inner_kept(a, kept, reduced, total, combine, init, fmap, finish)
+        func = _inner_reduced(a, kept, reduced, total, combine, init, fmap, finish, sizes_e)
+    else:
+        func = _inner_kept(a, kept, reduced, total, combine, init, fmap, finish, sizes_e)
+    return drop_params(func, [True, *operand_flags(epi), True])
 
 
 def _inner_reduced(
@@ -111,6 +132,7 @@ def _inner_reduced(
     init: Any,
     fmap: Any,
     finish: Any,
+    sizes_e: Sequence[int],
 ) -> tirx.PrimFunc:
     L = a.lanes
     run = reduced[-1][0] if reduced else 1  # contiguous elements per step
@@ -125,7 +147,12 @@ def _inner_reduced(
         return _offset(o, kept) + _offset(rr, outer_red)
 
     @T.prim_func
-    def main_fn(x: T.Buffer((total,), "float32"), out: T.Buffer((n_out,), "float32")) -> None:
+    def main_fn(
+        x: T.Buffer((total,), "float32"),
+        e0: T.Buffer((sizes_e[0],), "float32"),
+        e1: T.Buffer((sizes_e[1],), "float32"),
+        out: T.Buffer((n_out,), "float32"),
+    ) -> None:
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         for t in T.parallel(NT):
             red = T.decl_buffer((L,), "float32", scope="local")
@@ -143,7 +170,9 @@ def _inner_reduced(
                                 )
                         for ll in range(TAIL):
                             acc[0] = combine(acc[0], fmap(x[base(t * PPT + pp, rr) + NV * L + ll]))
-                    out[t * PPT + pp] = finish(combine(acc[0], tree_reduce(red, L, combine)))
+                    out[t * PPT + pp] = finish(
+                        combine(acc[0], tree_reduce(red, L, combine)), t * PPT + pp, [e0, e1]
+                    )
 
     return main_fn
 
@@ -157,6 +186,7 @@ def _inner_kept(
     init: Any,
     fmap: Any,
     finish: Any,
+    sizes_e: Sequence[int],
 ) -> tirx.PrimFunc:
     L = a.lanes
     inner = kept[-1][0]
@@ -184,7 +214,12 @@ def _inner_kept(
         return u // NCH * inner + u % NCH * CH
 
     @T.prim_func
-    def main_fn(x: T.Buffer((total,), "float32"), out: T.Buffer((n_out,), "float32")) -> None:
+    def main_fn(
+        x: T.Buffer((total,), "float32"),
+        e0: T.Buffer((sizes_e[0],), "float32"),
+        e1: T.Buffer((sizes_e[1],), "float32"),
+        out: T.Buffer((n_out,), "float32"),
+    ) -> None:
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         for t in T.parallel(NT):
             acc = T.decl_buffer((CHP,), "float32", scope="local")
@@ -209,14 +244,19 @@ def _inner_kept(
                                 acc[j] = combine(acc[j], load(x, t * PPT + pp, rr, j))
                     if (t * PPT + pp) % NCH < NCH - 1:
                         for j in T.vectorized(CH):
-                            out[dst(t * PPT + pp) + j] = finish(acc[j])
+                            out[dst(t * PPT + pp) + j] = finish(
+                                acc[j], dst(t * PPT + pp) + j, [e0, e1]
+                            )
                     else:
                         for jo in range(LAST // L):
                             for ll in T.vectorized(L):
-                                out[dst(t * PPT + pp) + jo * L + ll] = finish(acc[jo * L + ll])
+                                out[dst(t * PPT + pp) + jo * L + ll] = finish(
+                                    acc[jo * L + ll], dst(t * PPT + pp) + jo * L + ll, [e0, e1]
+                                )
                         for j in range(LAST % L):
                             out[dst(t * PPT + pp) + LAST // L * L + j] = finish(
-                                acc[LAST // L * L + j]
+                                acc[LAST // L * L + j], dst(t * PPT + pp) + LAST // L * L + j,
+                                [e0, e1],
                             )
 
     return main_fn

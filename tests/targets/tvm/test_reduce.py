@@ -1,6 +1,7 @@
-"""TVM reduce family: ReduceMean/Sum/Max/Min/Prod/SumSquare/L1 over any constant axes, with
-and without keepdims, both kernel forms (innermost axis reduced or kept, odd sizes, chunked
-rows), match ONNX Runtime; computed axes and ReduceLogSumExp stay with reference kernels."""
+"""TVM reduce family: ReduceMean/Sum/Max/Min/Prod/SumSquare/L1/L2/LogSum/LogSumExp over any
+constant axes, with and without keepdims, both kernel forms (innermost axis reduced or kept,
+odd sizes, chunked rows), with a fused epilogue, match ONNX Runtime; computed axes stay with
+the reference kernel."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
-                                "ReduceSumSquare", "ReduceL1"])  # fmt: skip
+                                "ReduceSumSquare", "ReduceL1", "ReduceL2"])  # fmt: skip
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_reduce_matches_onnxruntime(op: str, name: str, tmp_path: Path) -> None:
     shape, axes, keepdims = CASES[name]
@@ -87,13 +88,58 @@ def test_reduce_prod_and_axes_attribute(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-def test_computed_axes_and_logsumexp_fall_back(tmp_path: Path) -> None:
-    node = helper.make_node("ReduceLogSumExp", ["x"], ["y"], axes=[1], keepdims=0)
+@pytest.mark.parametrize("op", ["ReduceLogSum", "ReduceLogSumExp"])
+def test_log_reductions(op: str, tmp_path: Path) -> None:
+    """log(sum(x)) of positive values (the input is squared first) and log(sum(exp(x)))."""
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]),
+             helper.make_node(op, ["sq", "axes"], ["y"], keepdims=0)]  # fmt: skip
     graph = helper.make_graph(
-        [node], "lse", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 5))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2,))],
+        nodes, "log", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (3, 7, 20))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (3, 20))],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    compiled, want, got = _run(model, tmp_path)
+    assert compiled.executor.fallbacks == []
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_reduction_with_epilogue_is_one_kernel(tmp_path: Path) -> None:
+    """RMS-norm style ``sqrt(mean(x*x) + eps)`` after the square: the Add and Sqrt run as
+    the reduction's results are stored."""
+    nodes = [
+        helper.make_node("Mul", ["x", "x"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq", "axes"], ["ms"], keepdims=1),
+        helper.make_node("Add", ["ms", "eps"], ["v"]),
+        helper.make_node("Sqrt", ["v"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "rms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 9, 64))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 9, 1))],
+        [numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+         numpy_helper.from_array(np.array(1e-5, np.float32), "eps")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    compiled, want, got = _run(model, tmp_path)
+    assert compiled.executor.fallbacks == []
+    assert any("ReduceMean+Add+Sqrt" in k for k in compiled.executor.native_ops)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_computed_axes_fall_back(tmp_path: Path) -> None:
+    node = helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)
+    graph = helper.make_graph(
+        [node], "computed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 5)),
+         helper.make_tensor_value_info("axes", TensorProto.INT64, (1,))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 1))],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    compiled, want, got = _run(model, tmp_path)
-    assert compiled.executor.fallbacks == ["ReduceLogSumExp ×1 (reference kernel)"]
-    np.testing.assert_allclose(got, want, rtol=1e-5)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    with pytest.warns(UserWarning, match="ReduceSum"):
+        compiled = lepton_compiler.compile(str(path), backend="tvm")
+    assert compiled.executor.fallbacks == ["ReduceSum ×1 (reference kernel)"]
+    x = np.arange(10, dtype=np.float32).reshape(2, 5)
+    got = compiled.run({"x": x, "axes": np.array([1], np.int64)})["y"]
+    np.testing.assert_array_equal(got, x.sum(axis=1, keepdims=True))
