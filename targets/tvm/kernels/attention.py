@@ -1,5 +1,5 @@
 """Attention family: ``lepton.Attention`` (one kernel per attention node: scores, scale, mask,
-softmax and the product with ``v``) and a lone ``Softmax`` (any axis).
+softmax and the product with ``v``) and a lone ``Softmax`` or ``LogSoftmax`` (any axis).
 
 Both kernels are hand-written TIR (`schedules.x86_attention`) on flat buffers: every
 parameter and output is declared as one dimension (the same row-major memory as the IR's
@@ -43,7 +43,7 @@ from ..te_ops import LoweringError
 from . import KernelPlan
 
 NAME = "attention"
-ANCHORS = ("lepton.Attention", "Softmax")
+ANCHORS = ("lepton.Attention", "Softmax", "LogSoftmax")
 
 
 # -- helpers shared by the TIR-based families ----------------------------------------------------
@@ -292,7 +292,7 @@ def broadcast_lead(*leads: tuple[int, ...]) -> tuple[int, ...]:
 def plan(fused: Node, target: Any) -> KernelPlan:
     """Plan a ``lepton.Attention`` or ``Softmax`` group (a lone node)."""
     group = anchor_group(fused, ANCHORS)
-    if group.anchor.op == "Softmax":
+    if group.anchor.op in ("Softmax", "LogSoftmax"):
         return _plan_softmax(group, target)
     return _plan_attention(group, target)
 
@@ -347,11 +347,11 @@ def _plan_attention(group: AnchorGroup, target: Any) -> KernelPlan:
 
 
 def _plan_softmax(group: AnchorGroup, target: Any) -> KernelPlan:
-    """Softmax over one axis (opset >= 13 semantics)."""
+    """Softmax or LogSoftmax over one axis (opset >= 13 semantics)."""
     node, position, epi = group.anchor, group.position, group.epilogue
     opset = node.graph.opset("") if node.graph is not None else None
     if opset is not None and opset < 13:
-        raise LoweringError(f"{node!r}: Softmax before opset 13 (2-D coercion) not supported")
+        raise LoweringError(f"{node!r}: {node.op} before opset 13 (2-D coercion) not supported")
     x = static_shape(node.inputs[0] if node.inputs else None, "input")
     if len(x) == 0:
         raise LoweringError(f"{node!r}: Softmax of a scalar")
@@ -363,10 +363,11 @@ def _plan_softmax(group: AnchorGroup, target: Any) -> KernelPlan:
     lanes = vector_lanes(target)
     # an exp and three passes per element: weighs like ~4 copies in the serial threshold
     tasks = parallel_tasks(4 * outer * n * inner, outer)
-    key = ("softmax", outer, n, inner, lanes, tasks)
+    log = node.op == "LogSoftmax"
+    key = ("logsoftmax" if log else "softmax", outer, n, inner, lanes, tasks)
     return flat_plan(
         (*key, group.epilogue_key),
-        lambda: softmax_func(outer, n, inner, lanes, tasks, epi),
+        lambda: softmax_func(outer, n, inner, lanes, tasks, epi, log),
         [(position[node.inputs[0]], x), *group.operands],  # type: ignore[index]
         x,
         key,

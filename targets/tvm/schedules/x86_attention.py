@@ -376,10 +376,17 @@ def attention_func(a: AttentionShape, epi: Epilogue | None = None) -> tirx.PrimF
 
 
 def softmax_func(
-    outer: int, n: int, inner: int, lanes: int, tasks: int, epi: Epilogue | None = None
+    outer: int,
+    n: int,
+    inner: int,
+    lanes: int,
+    tasks: int,
+    epi: Epilogue | None = None,
+    log: bool = False,
 ) -> tirx.PrimFunc:
-    """Softmax over axis ``n`` of a flat ``[outer, n, inner]`` tensor:
-    ``main(x[, e0, e1], out)``, `epi` applied to each element as it is stored.
+    """Softmax (or, with `log`, LogSoftmax: ``x - max - log(sum(exp(x - max)))``) over axis
+    ``n`` of a flat ``[outer, n, inner]`` tensor: ``main(x[, e0, e1], out)``, `epi` applied
+    to each element as it is stored.
 
     ``tasks`` parallel tasks (rows are split evenly; with ``inner > 1`` the outer index and
     chunks of ``inner`` are split).
@@ -390,6 +397,15 @@ def softmax_func(
     neg_inf = tirx.const(_NEG_INF, _F32)
     e0_n, e1_n = epilogue_sizes(epi)
     keep = [True, *operand_flags(epi), True]
+
+    def norm(total: Any) -> Any:
+        """What the row's sum of exponentials becomes: its inverse (softmax) or its log."""
+        return tirx.log(total) if log else T.float32(1.0) / total
+
+    def final(xv: Any, ev: Any, mx: Any, s: Any) -> Any:
+        """The result from the input `xv`, its exponential `ev`, the maximum and `norm`."""
+        return xv - mx - s if log else ev * s
+
     if inner == 1:
         rows = outer
         RPT = -(-rows // max(1, min(tasks, rows)))
@@ -408,6 +424,7 @@ def softmax_func(
             for t in T.parallel(NT):
                 red = T.decl_buffer((L,), "float32", scope="local")
                 acc = T.decl_buffer((1,), "float32", scope="local")
+                mxs = T.decl_buffer((1,), "float32", scope="local")
                 for rr in range(RPT):
                     if t * RPT + rr < rows:
                         for ll in T.vectorized(L):
@@ -418,6 +435,7 @@ def softmax_func(
                         acc[0] = tree_reduce(red, L, tirx.max)
                         for ll in range(TAIL):
                             acc[0] = T.max(acc[0], x[(t * RPT + rr) * n + NV * L + ll])
+                        mxs[0] = acc[0]
                         for ll in T.vectorized(L):
                             red[ll] = zero
                         for jo in range(NV):
@@ -431,19 +449,29 @@ def softmax_func(
                                 x[(t * RPT + rr) * n + NV * L + ll] - acc[0]
                             )
                             red[0] = red[0] + out[(t * RPT + rr) * n + NV * L + ll]
-                        acc[0] = T.float32(1.0) / tree_reduce(red, L, tirx.Add)
+                        acc[0] = norm(tree_reduce(red, L, tirx.Add))
                         for jo in range(NV):
                             for ll in T.vectorized(L):
                                 out[(t * RPT + rr) * n + jo * L + ll] = epilogue_expr(
                                     epi,
-                                    out[(t * RPT + rr) * n + jo * L + ll] * acc[0],
+                                    final(
+                                        x[(t * RPT + rr) * n + jo * L + ll],
+                                        out[(t * RPT + rr) * n + jo * L + ll],
+                                        mxs[0],
+                                        acc[0],
+                                    ),
                                     (t * RPT + rr) * n + jo * L + ll,
                                     [e0, e1],
                                 )
                         for ll in range(TAIL):
                             out[(t * RPT + rr) * n + NV * L + ll] = epilogue_expr(
                                 epi,
-                                out[(t * RPT + rr) * n + NV * L + ll] * acc[0],
+                                final(
+                                    x[(t * RPT + rr) * n + NV * L + ll],
+                                    out[(t * RPT + rr) * n + NV * L + ll],
+                                    mxs[0],
+                                    acc[0],
+                                ),
                                 (t * RPT + rr) * n + NV * L + ll,
                                 [e0, e1],
                             )
@@ -482,11 +510,16 @@ def softmax_func(
                 for ll in T.vectorized(W):
                     sm[ll] = sm[ll] + fast_exp(x[at(t, a, ll)] - mx[ll])
             for ll in T.vectorized(W):
-                sm[ll] = T.float32(1.0) / sm[ll]
+                sm[ll] = norm(sm[ll])
             for a in range(n):
                 for ll in T.vectorized(W):
                     out[at(t, a, ll)] = epilogue_expr(
-                        epi, fast_exp(x[at(t, a, ll)] - mx[ll]) * sm[ll], at(t, a, ll), [e0, e1]
+                        epi,
+                        final(
+                            x[at(t, a, ll)], fast_exp(x[at(t, a, ll)] - mx[ll]), mx[ll], sm[ll]
+                        ),
+                        at(t, a, ll),
+                        [e0, e1],
                     )
 
     return drop_params(cols_fn, keep)

@@ -1,6 +1,6 @@
 """TVM x86 attention family: ``lepton.Attention`` (every mask and broadcast form the reference
-supports) and a lone ``Softmax`` (any axis) match the reference kernels; unsupported forms are
-refused with `LoweringError`."""
+supports) and a lone ``Softmax`` or ``LogSoftmax`` (any axis) match the reference kernels;
+unsupported forms are refused with `LoweringError`."""
 
 from __future__ import annotations
 
@@ -164,15 +164,27 @@ SOFTMAX = {
 }
 
 
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("name", sorted(SOFTMAX))
-def test_softmax_matches_reference(name: str) -> None:
+def test_softmax_matches_reference(op: str, name: str) -> None:
     shape, axis = SOFTMAX[name]
-    check_lone("Softmax", [shape], shape, {"axis": axis})
+    check_lone(op, [shape], shape, {"axis": axis})
 
 
 def test_softmax_extreme_values() -> None:
     x = np.array([[1e4, 0.0, -1e4, 3.0], [-90.0, -95.0, -200.0, -88.0]], np.float32)
     check_lone("Softmax", [x.shape], x.shape, {"axis": -1}, data=[x])
+
+
+def test_logsoftmax_extreme_values_stay_finite() -> None:
+    """``x - max - log(sum(exp(x - max)))`` as ONNX Runtime computes it: finite where the
+    softmax itself underflows to 0 (a log of the softmax would give -inf)."""
+    x = np.array([[1e4, 0.0, -1e4, 3.0], [-90.0, -95.0, -200.0, -88.0]], np.float32)
+    _, fused = lone_group("LogSoftmax", [x.shape], x.shape, {"axis": -1})
+    (got,) = build_group(fused, TARGET)(x)
+    m = x.max(axis=-1, keepdims=True)
+    want = x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-4)
 
 
 def test_softmax_before_opset_13_is_refused() -> None:
