@@ -2,7 +2,8 @@
 ``ReduceSumSquare``, ``ReduceL1``, ``ReduceL2``, ``ReduceLogSum`` and ``ReduceLogSumExp``
 (computed as the reference does, ``log(sum(exp(x)))``) over constant axes (attribute before
 opset 18, or ``ReduceSum``'s input from opset 13), ``keepdims`` either way, float32, with an
-element-wise epilogue (`attention.anchor_group`) applied as each result is stored.
+element-wise epilogue (`attention.anchor_group`) applied as each result is stored; and
+``ArgMax``/``ArgMin`` (one axis, ``select_last_index`` either way, int64 indices).
 
 The input is viewed as ``[outer, reduced, inner]`` blocks: consecutive axes of the same kind
 merge (``[N, C, H, W]`` reduced over ``H, W`` is ``[N*C, H*W, 1]``; over ``C`` it is
@@ -21,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from lepton_compiler.ir import Node
+from lepton_compiler.ir import DType, Node
 
 from ..schedules.x86_conv import vector_lanes
-from ..schedules.x86_reduce import ReduceShape, reduce_func
+from ..schedules.x86_reduce import ArgShape, ReduceShape, arg_func, reduce_func
 from ..te_ops import LoweringError
 from . import KernelPlan
 from .attention import anchor_group, flat_plan, parallel_tasks, static_shape
@@ -32,7 +33,7 @@ from .attention import anchor_group, flat_plan, parallel_tasks, static_shape
 NAME = "reduce"
 ANCHORS = (
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare",
-    "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
+    "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin",
 )  # fmt: skip
 
 
@@ -75,6 +76,8 @@ def plan(fused: Node, target: Any) -> KernelPlan:
     """Plan a lone reduction (see the module docstring)."""
     group = anchor_group(fused, ANCHORS)
     node, position = group.anchor, group.position
+    if node.op in ("ArgMax", "ArgMin"):
+        return _plan_arg(group, target)
     x = static_shape(node.inputs[0] if node.inputs else None, "data")
     out = static_shape(node.outputs[0], "reduced")
     axes = _axes(node, fused, len(x))
@@ -100,3 +103,38 @@ def plan(fused: Node, target: Any) -> KernelPlan:
 def _inner(runs: list[tuple[bool, int]]) -> int:
     """Kept elements after the last reduced run (1 when the innermost axis is reduced)."""
     return runs[-1][1] if runs and not runs[-1][0] else 1
+
+
+def _plan_arg(group: Any, target: Any) -> KernelPlan:
+    """``ArgMax``/``ArgMin`` over one axis (int64 indices; ``keepdims`` either way)."""
+    node, position = group.anchor, group.position
+    if group.epilogue is not None:
+        raise LoweringError(f"{node!r}: an epilogue after {node.op} is not supported")
+    x = static_shape(node.inputs[0] if node.inputs else None, "data")
+    if not x or math.prod(x) == 0:
+        raise LoweringError(f"{node!r}: a scalar or empty input")
+    axis = int(node.attrs.get("axis", 0))
+    axis = axis + len(x) if axis < 0 else axis
+    if not 0 <= axis < len(x):
+        raise LoweringError(f"{node!r}: axis {axis} out of range")
+    out = node.outputs[0]
+    want = (*x[:axis], *([1] if int(node.attrs.get("keepdims", 1)) else []), *x[axis + 1 :])
+    if out.shape is None or tuple(out.shape) != want or out.dtype is not DType.INT64:
+        raise LoweringError(f"{node!r}: output {out.shape} {out.dtype}, expected {want} int64")
+    outer, n, inner = math.prod(x[:axis]), x[axis], math.prod(x[axis + 1 :])
+    shape = ArgShape(
+        outer=outer, n=n, inner=inner, is_max=node.op == "ArgMax",
+        last=bool(int(node.attrs.get("select_last_index", 0))), lanes=vector_lanes(target),
+        tasks=parallel_tasks(outer * n * inner, outer),
+    )  # fmt: skip
+    return KernelPlan(
+        key=("arg", shape),
+        make=lambda: arg_func(shape),
+        input_indices=[position[node.inputs[0]]],
+        param_shapes=[(math.prod(x),)],
+        output_shapes=[want],
+        kernel_output_shapes=[(outer * inner,)],
+        config=shape,
+        param_dtypes=["float32"],
+        output_dtypes=["int64"],
+    )

@@ -35,7 +35,7 @@ from .x86_attention import (
     tree_reduce,
 )
 
-__all__ = ["ReduceShape", "reduce_func"]
+__all__ = ["ArgShape", "ReduceShape", "arg_func", "reduce_func"]
 
 #: Output elements accumulated together in the innermost-kept form.
 CHUNK = 512
@@ -258,5 +258,70 @@ def _inner_kept(
                                 acc[LAST // L * L + j], dst(t * PPT + pp) + LAST // L * L + j,
                                 [e0, e1],
                             )
+
+    return main_fn
+
+
+@dataclass(frozen=True)
+class ArgShape:
+    """An ``ArgMax``/``ArgMin`` kernel over axis ``n`` of a flat ``[outer, n, inner]``
+    tensor.
+
+    Attributes:
+        outer, n, inner: the flat view.
+        is_max: ArgMax (else ArgMin).
+        last: ``select_last_index`` (ties go to the last index, else the first).
+        lanes: fp32 vector lanes.
+        tasks: parallel tasks.
+    """
+
+    outer: int
+    n: int
+    inner: int
+    is_max: bool
+    last: bool
+    lanes: int
+    tasks: int
+
+
+def arg_func(a: ArgShape) -> tirx.PrimFunc:
+    """The kernel ``main(x, out)`` (``out`` int64 ``[outer, inner]``): a running best value
+    and index per output element, ``W`` contiguous inner elements at a time (the last chunk
+    overlaps the previous one, recomputed)."""
+    outer, n, inner = a.outer, a.n, a.inner
+    W = min(inner, 16 * a.lanes)
+    NCH = -(-inner // W)
+    units = outer * NCH
+    loop = T.parallel if a.tasks > 1 else T.serial
+
+    def at(u: Any, k: Any, ll: Any) -> Any:
+        return (u // NCH) * (n * inner) + k * inner + tirx.min((u % NCH) * W, inner - W) + ll
+
+    def oat(u: Any, ll: Any) -> Any:
+        return (u // NCH) * inner + tirx.min((u % NCH) * W, inner - W) + ll
+
+    def better(v: Any, best: Any) -> Any:
+        if a.is_max:
+            return v >= best if a.last else v > best
+        return v <= best if a.last else v < best
+
+    @T.prim_func
+    def main_fn(
+        x: T.Buffer((outer * n * inner,), "float32"), out: T.Buffer((outer * inner,), "int64")
+    ) -> None:
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        for u in loop(units):
+            best = T.decl_buffer((W,), "float32", scope="local")
+            idx = T.decl_buffer((W,), "int64", scope="local")
+            for ll in T.vectorized(W):
+                best[ll] = x[at(u, 0, ll)]
+                idx[ll] = T.int64(0)
+            for k in range(1, n):
+                for ll in T.vectorized(W):
+                    idx[ll] = T.Select(better(x[at(u, k, ll)], best[ll]), T.int64(k), idx[ll])
+                    best[ll] = T.Select(better(x[at(u, k, ll)], best[ll]), x[at(u, k, ll)],
+                                        best[ll])  # fmt: skip
+            for ll in T.vectorized(W):
+                out[oat(u, ll)] = idx[ll]
 
     return main_fn

@@ -143,3 +143,53 @@ def test_computed_axes_fall_back(tmp_path: Path) -> None:
     x = np.arange(10, dtype=np.float32).reshape(2, 5)
     got = compiled.run({"x": x, "axes": np.array([1], np.int64)})["y"]
     np.testing.assert_array_equal(got, x.sum(axis=1, keepdims=True))
+
+
+ARG_CASES = [((3, 1000), 1, 0), ((2, 7, 5, 3), 1, 1), ((4, 6, 300), 0, 0), ((9,), 0, 1)]
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize(("shape", "axis", "keepdims"), ARG_CASES)
+def test_argmax_argmin(op: str, shape: tuple[int, ...], axis: int, keepdims: int,
+                       tmp_path: Path) -> None:  # fmt: skip
+    """Ties included (integer-valued inputs): the first index wins."""
+    node = helper.make_node(op, ["x"], ["y"], axis=axis, keepdims=keepdims)
+    out = np.zeros(shape).sum(axis=axis, keepdims=bool(keepdims)).shape
+    graph = helper.make_graph(
+        [node], "arg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, out)],
+    )  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    compiled = lepton_compiler.compile(str(path), backend="tvm")
+    assert compiled.executor.fallbacks == []
+    x = np.random.default_rng(1).integers(-3, 4, shape).astype(np.float32)
+    want = run_onnxruntime(str(path), {"x": x})["y"]
+    got = compiled.run({"x": x})["y"]
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize(("shape", "axis", "keepdims"), ARG_CASES)
+def test_arg_kernel_select_last_index(op: str, shape: tuple[int, ...], axis: int,
+                                      keepdims: int) -> None:  # fmt: skip
+    """The kernel itself with ``select_last_index=1`` (the canonical pipeline rewrites that
+    attribute into a reversed Slice and a Sub before kernels are chosen)."""
+    from lepton_compiler.ir import DType, Graph, Node, TensorType, Value
+    from lepton_compiler.targets.tvm.build import build_group, host_target
+    from lepton_compiler.targets.tvm.executor import _wrap_single
+
+    out = np.zeros(shape).sum(axis=axis, keepdims=bool(keepdims)).shape
+    g = Graph(opset_imports={"": 18})
+    x = g.add_input(Value("x", TensorType(DType.FLOAT32, shape)))
+    node = Node(op, [x], {"axis": axis, "keepdims": keepdims, "select_last_index": 1},
+                outputs=[Value("y", TensorType(DType.INT64, out))])  # fmt: skip
+    g.append(node)
+    fused, _ = _wrap_single(node)
+    xv = np.random.default_rng(2).integers(-3, 4, shape).astype(np.float32)
+    (got,) = build_group(fused, host_target(2))(xv)
+    flipped = np.flip(xv, axis=axis)
+    pick = np.argmax if op == "ArgMax" else np.argmin
+    want = shape[axis] - 1 - pick(flipped, axis=axis)
+    np.testing.assert_array_equal(got, want.reshape(out))
