@@ -1,5 +1,6 @@
 """Norm family: ``lepton.SkipLayerNorm`` (x + skip (+ bias), normalized over the last axis,
-times gamma (+ beta)) and ``LayerNormalization`` (output Y only) as one TIR kernel each
+times gamma (+ beta)), ``LayerNormalization`` (output Y only) and ``RMSNormalization`` (no
+mean subtracted, the mean of squares as the statistic) as one TIR kernel each
 (`schedules.x86_norm`): rows in parallel, vectorized along the row, two-pass fp32 statistics.
 
 ``LayerNormalization`` normalizes over the axes from ``axis`` on: the kernel sees them
@@ -24,7 +25,7 @@ from . import KernelPlan
 from .attention import anchor_group, broadcast_lead, flat_plan, parallel_tasks, static_shape
 
 NAME = "norm"
-ANCHORS = ("lepton.SkipLayerNorm", "LayerNormalization")
+ANCHORS = ("lepton.SkipLayerNorm", "LayerNormalization", "RMSNormalization")
 
 
 def _strip_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -53,9 +54,9 @@ def plan(fused: Node, target: Any) -> KernelPlan:
     out = static_shape(node.outputs[0], "output")
     if len(out) == 0:
         raise LoweringError(f"{node!r}: scalar output")
-    if node.op == "LayerNormalization":
-        if len(ins) > 3:
-            raise LoweringError(f"{node!r}: LayerNormalization takes at most 3 inputs")
+    if node.op in ("LayerNormalization", "RMSNormalization"):
+        if len(ins) > (3 if node.op == "LayerNormalization" else 2):
+            raise LoweringError(f"{node!r}: too many inputs for {node.op}")
         x = static_shape(ins[0] if ins else None, "X")
         axis = int(node.attrs.get("axis", -1))
         if not -len(x) <= axis < len(x):
@@ -102,6 +103,7 @@ def plan(fused: Node, target: Any) -> KernelPlan:
     shape = NormShape(
         lead=lead, h=math.prod(norm), x_lead=x_lead, skip_lead=skip_lead, has_bias=has_bias,
         has_beta=has_beta, epsilon=eps, lanes=vector_lanes(target), tasks=tasks,
+        rms=node.op == "RMSNormalization",
     )  # fmt: skip
     inputs = [(position[v], static_shape(v)) for v in params if v is not None]
     return flat_plan(("layernorm", shape, group.epilogue_key),

@@ -47,6 +47,8 @@ class NormShape:
         epsilon: added to the variance.
         lanes: fp32 vector lanes.
         tasks: parallel tasks the rows are split into.
+        rms: RMS normalization (``RMSNormalization``): no mean is subtracted, the
+            statistic is the mean of squares.
     """
 
     lead: tuple[int, ...]
@@ -58,6 +60,7 @@ class NormShape:
     epsilon: float
     lanes: int
     tasks: int
+    rms: bool = False
 
 
 def layer_norm_func(a: NormShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
@@ -91,6 +94,10 @@ def layer_norm_func(a: NormShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
         if has_skip:
             v = v + skip[soff(r) + j]  # type: ignore[index]
         return v
+
+    def mean(total: object) -> object:
+        """The value subtracted from the row: its mean, or 0 for RMS normalization."""
+        return zero if a.rms else total * inv_h  # type: ignore[operator]
 
     def scaled(row: object, gamma: object, beta: object, stat: object, j: object) -> object:
         v = (row[j] - stat[0]) * stat[1] * gamma[j]  # type: ignore[index]
@@ -126,7 +133,7 @@ def layer_norm_func(a: NormShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
                     for ll in range(TAIL):
                         row[NV * L + ll] = value(x, skip, bias, t * RPT + rr, NV * L + ll)
                         stat[0] = stat[0] + row[NV * L + ll]
-                    stat[0] = stat[0] * inv_h
+                    stat[0] = mean(stat[0])
                     for ll in T.vectorized(L):
                         red[ll] = zero
                     for jo in range(NV):

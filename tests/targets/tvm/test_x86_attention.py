@@ -56,9 +56,10 @@ def check_lone(
     seed: int = 0,
     rtol: float = 1e-5,
     data: Sequence[np.ndarray | None] | None = None,
+    opset: int = 18,
 ) -> None:
     """Build the kernel for a lone `op` node and compare it with the op's reference kernel."""
-    node, fused = lone_group(op, in_shapes, out_shape, attrs)
+    node, fused = lone_group(op, in_shapes, out_shape, attrs, opset=opset)
     rng = np.random.default_rng(seed)
     if data is None:
         data = [None if s is None else rng.standard_normal(s).astype(np.float32)

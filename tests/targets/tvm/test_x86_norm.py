@@ -64,6 +64,13 @@ def test_layer_norm_matches_reference(name: str) -> None:
                {"axis": axis, "epsilon": 1e-5})  # fmt: skip
 
 
+@pytest.mark.parametrize("name", ["last_axis", "no_b", "two_axes", "axis_zero"])
+def test_rms_norm_matches_reference(name: str) -> None:
+    """RMSNormalization (opset 23): ``x / sqrt(mean(x^2) + eps) * scale``."""
+    x, scale, _, axis = LAYER_NORM[name]
+    check_lone("RMSNormalization", [x, scale], x, {"axis": axis, "epsilon": 1e-5}, opset=23)
+
+
 @pytest.mark.parametrize("case", ["scale_broadcast", "fp16", "stash", "no_gamma", "bad_skip"])
 def test_norm_refusals(case: str) -> None:
     op = "LayerNormalization"
