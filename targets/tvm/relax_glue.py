@@ -67,9 +67,34 @@ def build_program(executor: Any) -> RelaxProgram | None:
     """The Relax program of `executor` (a `StaticExecutor`), or None when some step cannot be
     expressed (see the module docstring)."""
     try:
+        _check_expressible(executor)
         return RelaxProgram(executor)
     except _Unsupported:
         return None
+
+
+def _check_expressible(executor: Any) -> None:
+    """Raise `_Unsupported` for what `RelaxProgram` cannot express, before any Relax is
+    built (a BlockBuilder abandoned halfway prints a warning from TVM's C++ side)."""
+    graph = executor.graph
+    for v in graph.inputs:
+        _ttype(v)
+    for step in executor._steps:
+        node: Node = step.node
+        for v in node.outputs:
+            if v is not None:
+                _ttype(v)
+        if step.kernel is None and step.view_shape is None:
+            if node.subgraphs() or node.meta.get("omitted_outputs"):
+                raise _Unsupported("a reference kernel with subgraphs or omitted outputs")
+            for v in node.inputs:
+                if v is not None:
+                    _ttype(v)
+        if step.kernel is not None:
+            k = step.kernel
+            for pos, v, _shape in step.staged:
+                if v.const is None and (pos in k.packs or _ttype(v)[1] != k.param_dtypes[pos]):
+                    raise _Unsupported("a parameter converted at run time")
 
 
 class RelaxProgram:
