@@ -446,7 +446,8 @@ def _refused(text: str, match: str) -> None:
         plan_group(fused, tvm.target.Target(TARGET))
 
 
-def test_batched_b_is_refused() -> None:
+def test_batched_b_goes_to_the_batched_kernel() -> None:
+    """A batched B is a product per batch (`kernels.bmm`, tested in test_bmm.py)."""
     text = (
         header()
         + """
@@ -455,7 +456,8 @@ g (float[2,4,8] a, float[2,8,16] b) => (float[2,4,16] y) {
 }
 """
     )
-    _refused(text, "2-D B")
+    plan = plan_group(_whole_graph_group(text), tvm.target.Target(TARGET))
+    assert plan.key[0][0] == "bmm"
 
 
 def test_1d_a_is_refused() -> None:

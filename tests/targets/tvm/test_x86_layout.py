@@ -46,15 +46,21 @@ def test_transpose_parallel_form(monkeypatch: pytest.MonkeyPatch) -> None:
     check_lone("Transpose", [shape], out, {"perm": list(perm)}, rtol=0.0)
 
 
-@pytest.mark.parametrize("case", ["moves_last_axis", "default_reverse", "identity", "fp16"])
+@pytest.mark.parametrize("attrs", [{"perm": [0, 2, 1]}, {}], ids=["moves_last_axis", "reverse"])
+def test_transpose_moving_the_last_axis_is_a_copy_loop(attrs: dict[str, Any]) -> None:
+    """Permutations that move the last axis run as the element-wise family's copy loop."""
+    shape = (2, 3, 4)
+    out = tuple(shape[p] for p in attrs.get("perm", [2, 1, 0]))
+    _, fused = lone_group("Transpose", [shape], out, attrs)
+    assert plan_group(fused, _tvm_target()).config[0] == "ew"  # the element-wise schedule
+    check_lone("Transpose", [shape], out, attrs, rtol=0.0)
+
+
+@pytest.mark.parametrize("case", ["identity", "fp16"])
 def test_transpose_refusals(case: str) -> None:
     shape: tuple[int, ...] = (2, 3, 4)
     attrs: dict[str, Any] = {"perm": [1, 0, 2]}
     dtypes = [DType.FLOAT32]
-    if case == "moves_last_axis":
-        attrs = {"perm": [0, 2, 1]}
-    if case == "default_reverse":
-        attrs = {}
     if case == "identity":
         attrs = {"perm": [0, 1, 2]}
     if case == "fp16":
