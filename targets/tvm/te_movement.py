@@ -1,7 +1,8 @@
 """Data-movement ops as TE computes: ``Transpose`` (any permutation), ``Slice`` (constant
 starts/ends/axes/steps), ``Concat``, ``Split`` (`lower_split`, one compute per output),
 ``Pad`` (constant, edge and reflect modes, constant
-pads), ``Expand`` and ``Tile`` (constant shape / repeats), so that `te_ops.lower_group` can
+pads), ``Expand`` and ``Tile`` (constant shape / repeats) and ``Resize`` (nearest or linear,
+constant scales or sizes), so that `te_ops.lower_group` can
 lower them like an element-wise op and the element-wise family runs them as one parallel copy
 loop.
 
@@ -26,7 +27,7 @@ from lepton_compiler.ir import Node, Value
 __all__ = ["MOVEMENT_OPS", "lower_movement", "lower_split"]
 
 #: Ops `lower_movement` takes.
-MOVEMENT_OPS = ("Transpose", "Slice", "Concat", "Pad", "Expand", "Tile")
+MOVEMENT_OPS = ("Transpose", "Slice", "Concat", "Pad", "Expand", "Tile", "Resize")
 
 
 def lower_movement(
@@ -58,6 +59,8 @@ def lower_movement(
         res, key = _pad(node, tensor(node.inputs[0]), const_of, name)
     elif node.op in ("Expand", "Tile"):
         res, key = _repeat(node, tensor(node.inputs[0]), const_of, out_shape, name)
+    elif node.op == "Resize":
+        res, key = _resize(node, tensor(node.inputs[0]), const_of, name)
     else:
         raise LoweringError(f"{node!r}: {node.op} is not a data-movement op")
     got = tuple(int(d) for d in res.shape)
@@ -302,3 +305,100 @@ def lower_split(
         for k, (shape, start) in enumerate(zip(out_shapes, starts, strict=False))
     ]
     return parts, ("Split", axis, tuple(sizes), x)
+
+
+#: Resize's coordinate transforms: (output index, in size, out size, scale) -> input coordinate.
+_COORDS: dict[str, Callable[[Any, int, int, float], Any]] = {
+    "half_pixel": lambda o, n, m, s: (o + 0.5) / s - 0.5,
+    "pytorch_half_pixel": lambda o, n, m, s: (o + 0.5) / s - 0.5 if m > 1 else o * 0.0,
+    "align_corners": lambda o, n, m, s: o * ((n - 1) / (m - 1)) if m > 1 else o * 0.0,
+    "asymmetric": lambda o, n, m, s: o / s,
+    "tf_half_pixel_for_nn": lambda o, n, m, s: (o + 0.5) / s,
+}
+#: Resize's nearest rounding modes (on float64 coordinates).
+_ROUND: dict[str, Callable[[Any], Any]] = {
+    "round_prefer_floor": lambda x: tirx.ceil(x - 0.5),
+    "round_prefer_ceil": lambda x: tirx.floor(x + 0.5),
+    "floor": tirx.floor,
+    "ceil": tirx.ceil,
+}
+
+
+def _attr_text(node: Node, name: str, default: str) -> str:
+    value = node.attrs.get(name, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _resize(
+    node: Node,
+    a: te.Tensor,
+    const_of: Callable[[Value | None], np.ndarray | None],
+    name: str,
+) -> tuple[te.Tensor, tuple[Any, ...]]:
+    """``Resize`` with nearest or (bi)linear interpolation over any axes, constant scales or
+    sizes; coordinates in float64 as the reference computes them."""
+    x = _shape(a)
+    rank = len(x)
+    mode = _attr_text(node, "mode", "nearest")
+    ctm = _attr_text(node, "coordinate_transformation_mode", "half_pixel")
+    nearest = _attr_text(node, "nearest_mode", "round_prefer_floor")
+    if mode not in ("nearest", "linear") or ctm not in _COORDS or nearest not in _ROUND:
+        raise LoweringError(f"{node!r}: mode {mode}, {ctm}, {nearest} are not supported")
+    if int(node.attrs.get("antialias", 0)) or node.attrs.get("axes") is not None:
+        raise LoweringError(f"{node!r}: antialias and axes are not supported")
+    if _attr_text(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise LoweringError(f"{node!r}: keep_aspect_ratio_policy is not supported")
+    ins = list(node.inputs) + [None] * (4 - len(node.inputs))
+    scales_v, sizes_v = const_of(ins[2]), const_of(ins[3])
+    if (ins[2] is not None and scales_v is None) or (ins[3] is not None and sizes_v is None):
+        raise LoweringError(f"{node!r}: scales and sizes must be constants")
+    if sizes_v is not None and sizes_v.size:
+        out = [int(d) for d in sizes_v.ravel()]
+        scales = [m / n for m, n in zip(out, x, strict=True)]
+    elif scales_v is not None and scales_v.size:
+        scales = [float(v) for v in scales_v.ravel()]
+        out = [int(np.floor(n * sc)) for n, sc in zip(x, scales, strict=True)]
+    else:
+        raise LoweringError(f"{node!r}: needs scales or sizes")
+    if len(out) != rank or min(out) < 1:
+        raise LoweringError(f"{node!r}: output {out} for input {x}")
+    if mode == "linear" and str(a.dtype) != "float32":
+        raise LoweringError(f"{node!r}: linear resize of {a.dtype}")
+    f64 = "float64"
+    moved = [d for d in range(rank) if out[d] != x[d] or scales[d] != 1.0]
+
+    def coord(d: int, o: Any) -> Any:
+        """The input coordinate of output index `o` along axis `d` (float64, clamped)."""
+        c = _COORDS[ctm](o.astype(f64), x[d], out[d], scales[d])
+        return tirx.min(tirx.max(c, tirx.const(0.0, f64)), tirx.const(float(x[d] - 1), f64))
+
+    def fcompute(*i: Any) -> Any:
+        if mode == "nearest":
+            idx = list(i)
+            for d in moved:
+                c = _COORDS[ctm](i[d].astype(f64), x[d], out[d], scales[d])
+                k = _ROUND[nearest](c).astype("int64")
+                idx[d] = tirx.min(tirx.max(k, tirx.const(0, "int64")), x[d] - 1)
+            return a[tuple(idx)]
+        # linear: a weighted sum over the 2^k corners of the moved axes
+        parts: list[tuple[list[Any], Any]] = [(list(i), None)]
+        for d in moved:
+            c = coord(d, i[d])
+            lo = tirx.floor(c).astype("int64")
+            hi = tirx.min(lo + 1, x[d] - 1)
+            w = (c - tirx.floor(c)).astype("float32")
+            nxt = []
+            for idx, wt in parts:
+                for k, wk in ((lo, 1.0 - w), (hi, w)):
+                    nidx = list(idx)
+                    nidx[d] = k
+                    nxt.append((nidx, wk if wt is None else wt * wk))
+            parts = nxt
+        total = None
+        for idx, wt in parts:
+            term = a[tuple(idx)] if wt is None else a[tuple(idx)] * wt
+            total = term if total is None else total + term
+        return total
+
+    res = te.compute(tuple(out), fcompute, name=name)
+    return res, ("Resize", mode, ctm, nearest, tuple(out), tuple(scales))

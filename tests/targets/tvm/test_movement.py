@@ -193,3 +193,47 @@ def test_split(shape: tuple[int, ...], axis: int, sizes: list[int] | None,
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )  # fmt: skip
     _check(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path)
+
+
+RESIZES = {
+    # name: (input shape, scales or None, sizes or None, attrs)
+    "yolo_nearest_x2": ((1, 8, 5, 7), [1, 1, 2, 2], None, {"mode": "nearest"}),
+    "nearest_asymmetric_floor": ((1, 3, 6, 9), [1, 1, 1.5, 0.5], None,
+                                 {"mode": "nearest", "coordinate_transformation_mode":
+                                  "asymmetric", "nearest_mode": "floor"}),
+    "nearest_sizes_ceil": ((2, 2, 5, 5), None, [2, 2, 8, 3],
+                           {"mode": "nearest", "nearest_mode": "ceil"}),
+    "bilinear_half_pixel": ((1, 4, 6, 7), [1, 1, 2, 2], None, {"mode": "linear"}),
+    "bilinear_align_corners": ((1, 2, 5, 6), None, [1, 2, 9, 4],
+                               {"mode": "linear",
+                                "coordinate_transformation_mode": "align_corners"}),
+    "linear_pytorch_down": ((2, 3, 8, 10), [1, 1, 0.5, 0.6], None,
+                            {"mode": "linear",
+                             "coordinate_transformation_mode": "pytorch_half_pixel"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(RESIZES))
+def test_resize(name: str, tmp_path: Path) -> None:
+    shape, scales, sizes, attrs = RESIZES[name]
+    inits: dict[str, np.ndarray] = {}
+    names = ["x", ""]
+    if scales is not None:
+        inits["scales"] = np.array(scales, np.float32)
+        names.append("scales")
+        out = tuple(int(np.floor(n * s)) for n, s in zip(shape, scales, strict=True))
+    else:
+        inits["sizes"] = np.array(sizes, np.int64)
+        names += ["", "sizes"]
+        out = tuple(sizes)  # type: ignore[arg-type]
+    node = helper.make_node("Resize", names, ["y"], **attrs)
+    model = _model(node, {"x": (shape, "float32")}, ("y", out, "float32"), inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = lepton_compiler.compile(str(path), backend="tvm")
+    assert compiled.executor.fallbacks == []
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    want = run_onnxruntime(str(path), {"x": x})["y"]
+    np.testing.assert_allclose(compiled.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
