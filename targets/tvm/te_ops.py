@@ -444,6 +444,31 @@ def _broadcast(
     return te.compute(shape, lambda *i: fn(index(a, i), index(b, i)), name=name)
 
 
+def _variadic(
+    op: str, parts: Sequence[te.Tensor], shape: tuple[int, ...], name: str
+) -> tuple[te.Tensor, list[str]]:
+    """``Max``/``Min``/``Sum``/``Mean`` of any number of broadcasting tensors, folded left
+    into binary stages; returns the result and the names of the stages before it (the
+    schedule inlines them)."""
+    fn = binary_builder("Add" if op in ("Sum", "Mean") else op)
+    assert fn is not None
+    made: list[te.Tensor] = []
+    acc = parts[0]
+    for k, t in enumerate(parts[1:]):
+        step = tuple(int(d) for d in np.broadcast_shapes(
+            tuple(int(d) for d in acc.shape), tuple(int(d) for d in t.shape)))  # fmt: skip
+        acc = _broadcast(fn, acc, t, step, f"{name}_{k}")
+        made.append(acc)
+    if op == "Mean":
+        a, n = acc, tirx.const(float(len(parts)), "float32")
+        acc = te.compute(tuple(int(d) for d in a.shape), lambda *i: a(*i) / n, name=f"{name}_m")
+        made.append(acc)
+    if not made or tuple(int(d) for d in acc.shape) != shape:  # a copy, or a broadcast
+        acc = _broadcast(lambda u, v: u, acc, acc, shape, f"{name}_b")
+        made.append(acc)
+    return acc, [t.op.name for t in made[:-1]]
+
+
 def _unary(a: te.Tensor, fn: Callable[[Any], Any], name: str) -> te.Tensor:
     return te.compute(a.shape, lambda *i: fn(a(*i)), name=name)
 
@@ -561,6 +586,14 @@ def lower_group(
             else:
                 res = conv2d_nchw(x, w, b, conv, p_align, rows, row_width)
             key.append(("Conv", conv, p_align, rows, row_width, cvec))
+        elif op in ("Sum", "Mean") or (op in ("Max", "Min") and len(node.inputs) != 2):
+            if flat or not conv_free or any(v is None for v in node.inputs):
+                raise LoweringError(f"{node!r}: variadic {op} is supported alone only")
+            if out.dtype is not DType.FLOAT32 and op == "Mean":
+                raise LoweringError(f"{node!r}: Mean on {out.dtype} is not supported")
+            res, stages = _variadic(op, [tensor(v) for v in node.inputs], _static_shape(out), name)
+            names.extend(stages)
+            key.append((op, tuple(tuple(int(d) for d in tensor(v).shape) for v in node.inputs)))
         elif op in _BINARY_NAMES or (op == "Pow" and const_of(node.inputs[1]) is None):
             if len(node.inputs) != 2:  # Max/Min are variadic in ONNX
                 raise LoweringError(f"{node!r}: {len(node.inputs)} operands")

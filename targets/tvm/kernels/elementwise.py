@@ -21,7 +21,7 @@ from .conv import plan_from_lowered
 
 NAME = "elementwise"
 ANCHORS = (
-    "", "Cast", "CastLike", *_BINARY_NAMES, *sorted(set(UNARY_OPS) - {"Identity"}),
+    "", "Cast", "CastLike", *_BINARY_NAMES, "Sum", "Mean", *sorted(set(UNARY_OPS) - {"Identity"}),
     *(op for op in MOVEMENT_OPS if op != "Transpose"), "Split", *LOGIC_OPS,
 )  # fmt: skip
 

@@ -97,3 +97,15 @@ def test_comparing_booleans_falls_back(tmp_path: Path) -> None:
     compiled = _check([node], {"a": ((3, 4), "b"), "b": ((3, 4), "b")},
                       {"y": ((3, 4), "b")}, tmp_path)  # fmt: skip
     assert compiled.executor.fallbacks == ["Equal ×1 (reference kernel)"]
+
+
+@pytest.mark.parametrize("op", ["Max", "Min", "Sum", "Mean"])
+@pytest.mark.parametrize("count", [1, 3])
+def test_variadic_ops(op: str, count: int, tmp_path: Path) -> None:
+    """Max/Min/Sum/Mean of one or three broadcasting inputs."""
+    shapes = [(2, 3, 5), (3, 1), (5,)][:count]
+    names = [f"x{k}" for k in range(count)]
+    node = helper.make_node(op, names, ["y"])
+    compiled = _check([node], {n: (s, "f") for n, s in zip(names, shapes, strict=True)},
+                      {"y": ((2, 3, 5), "f")}, tmp_path)  # fmt: skip
+    assert compiled.executor.fallbacks == []
