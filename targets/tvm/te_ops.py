@@ -460,8 +460,8 @@ def _variadic(
         acc = _broadcast(fn, acc, t, step, f"{name}_{k}")
         made.append(acc)
     if op == "Mean":
-        a, n = acc, tirx.const(float(len(parts)), "float32")
-        acc = te.compute(tuple(int(d) for d in a.shape), lambda *i: a(*i) / n, name=f"{name}_m")
+        a, inv = acc, tirx.const(1.0 / len(parts), "float32")
+        acc = te.compute(tuple(int(d) for d in a.shape), lambda *i: a(*i) * inv, name=f"{name}_m")
         made.append(acc)
     if not made or tuple(int(d) for d in acc.shape) != shape:  # a copy, or a broadcast
         acc = _broadcast(lambda u, v: u, acc, acc, shape, f"{name}_b")
