@@ -3,8 +3,8 @@
 A configuration is declarative on purpose: the runner (`benchmarks.runner`) turns a record
 into something runnable, and the JSON results carry the record as is, so a table row can
 always be traced back to exactly what ran. Configurations whose software is missing (TVM,
-OpenVINO) or not built yet (Lepton's TVM and Numba backends, int8) stay in the matrix and are
-reported as "unavailable: <why>"; they light up by themselves when the software lands.
+Numba, OpenVINO) or not built yet (int8) stay in the matrix and are reported as
+"unavailable: <why>"; they light up by themselves when the software lands.
 
 Kinds:
 
@@ -98,7 +98,7 @@ CONFIGS: dict[str, BenchConfig] = {
                     "Lepton, TVM backend, O2, int8"),
         BenchConfig("lepton-numba", "lepton",
                     {"backend": "numba", "opt_level": 2, "precision": "fp32"},
-                    "Lepton, Numba backend, O2, fp32"),
+                    "Lepton, Numba backend (generated @njit kernels), O2, fp32"),
         BenchConfig("lepton-numba-int8", "lepton",
                     {"backend": "numba", "opt_level": 2, "precision": "int8"},
                     "Lepton, Numba backend, O2, int8"),

@@ -6,11 +6,13 @@ The steps are the data flow of the design, each timed in the compile report:
    shape inference);
 2. optimize: the pass pipeline for the opt level (`pipeline.run_pipeline`);
 3. verify: the IR's invariants (`ir.verify`);
-4. compile: the backend builds an executor: ``reference`` (the reference interpreter) or
+4. compile: the backend builds an executor: ``reference`` (the reference interpreter),
    ``tvm`` (`targets.tvm.executor.TvmExecutor`: one TVM kernel per fused group, glued by a
-   Relax module, reference kernels for ops no kernel family takes; needs ``apache-tvm``).
-   ``numba`` is refused with a clear error rather than silently replaced, as is ``tvm`` when
-   TVM is not installed.
+   Relax module, reference kernels for ops no kernel family takes; needs ``apache-tvm``) or
+   ``numba`` (`targets.numba.executor.NumbaExecutor`: one generated Numba function per fused
+   group, reference kernels for ops no template takes; needs ``numba`` and ``scipy``). A
+   backend whose package is not installed is refused with a clear error rather than silently
+   replaced.
 
 Arguments are validated before anything is imported, so a typo in a backend or target name
 fails at once. Targets are parsed by `lepton_compiler.targets.target.parse_target` (standard
@@ -44,18 +46,35 @@ if TYPE_CHECKING:
     from .ir import Graph
     from .runtime.compiled_model import CompiledModel
 
-#: Backends that can build models today (``tvm`` only where `tvm_available`).
-AVAILABLE_BACKENDS = ("reference", "tvm")
+#: Backends that can build models today (``tvm`` only where `tvm_available`, ``numba`` only
+#: where `numba_available`).
+AVAILABLE_BACKENDS = ("reference", "tvm", "numba")
 #: Backends that are planned but not built yet.
-PLANNED_BACKENDS = ("numba",)
+PLANNED_BACKENDS: tuple[str, ...] = ()
 #: The install hint for the TVM backend.
 TVM_INSTALL_HINT = "pip install 'lepton-compiler[tvm]'"
+#: The install hint for the Numba backend.
+NUMBA_INSTALL_HINT = "pip install 'lepton-compiler[numba]'"
+#: The install hint for the Numba backend on CUDA targets.
+CUDA_INSTALL_HINT = "pip install 'lepton-compiler[cuda]'"
 
 
 def tvm_available() -> bool:
     """True when ``import tvm`` can work (checked without importing it)."""
     try:
         return importlib.util.find_spec("tvm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def numba_available() -> bool:
+    """True when ``import numba`` (and SciPy, which ``np.dot`` inside Numba kernels calls)
+    can work (checked without importing them)."""
+    try:
+        return (
+            importlib.util.find_spec("numba") is not None
+            and importlib.util.find_spec("scipy") is not None
+        )
     except (ImportError, ValueError):
         return False
 
@@ -72,6 +91,11 @@ def check_backend(backend: str) -> str:
             f"backend 'tvm' is not available: TVM is not installed; install it with "
             f"{TVM_INSTALL_HINT} (or use the 'reference' backend)"
         )
+    if backend == "numba" and not numba_available():
+        raise LeptonError(
+            f"backend 'numba' is not available: Numba (or SciPy) is not installed; install "
+            f"them with {NUMBA_INSTALL_HINT} (or use the 'reference' backend)"
+        )
     if backend in AVAILABLE_BACKENDS:
         return backend
     if backend in PLANNED_BACKENDS:
@@ -79,9 +103,9 @@ def check_backend(backend: str) -> str:
             f"backend {backend!r} is not available yet in Lepton Compiler {_version()}; "
             f"use the 'reference' backend for now (available: {', '.join(AVAILABLE_BACKENDS)})"
         )
+    planned = f" (planned: {', '.join(PLANNED_BACKENDS)})" if PLANNED_BACKENDS else ""
     raise LeptonError(
-        f"unknown backend {backend!r}; available: {', '.join(AVAILABLE_BACKENDS)} "
-        f"(planned: {', '.join(PLANNED_BACKENDS)})"
+        f"unknown backend {backend!r}; available: {', '.join(AVAILABLE_BACKENDS)}{planned}"
     )
 
 
@@ -125,8 +149,9 @@ def compile(
         backend: ``"reference"`` (the reference interpreter) or ``"tvm"`` (one TVM kernel
             per fused group with our own x86 schedules, run by the Relax VM; ops no kernel
             family takes run their reference kernels and are listed in
-            ``report.fallbacks``; needs apache-tvm). ``"numba"`` is planned and raises
-            `LeptonError` until it exists.
+            ``report.fallbacks``; needs apache-tvm) or ``"numba"`` (one generated Numba
+            function per fused group, cached on disk; ops no template takes run their
+            reference kernels and are listed in ``report.fallbacks``; needs numba and scipy).
         opt_level: 0 (no passes) to 3.
         simplify: run onnxsim during import.
         input_shapes: new shapes for some inputs, e.g. ``{"image": ["batch", 3, 224, 224]}``.
@@ -230,6 +255,9 @@ def compile(
         executor = build_tvm_executor(graph, spec, report)
         if tune:
             executor = _tune(executor, graph, spec, report, int(tune), say)
+    elif backend == "numba":
+        say("building Numba kernels")
+        executor = build_numba_executor(graph, spec, report)
     compiled = CompiledModel(
         graph, report, backend=backend, target=target_text, opt_level=opt_level, executor=executor
     )
@@ -265,6 +293,50 @@ def build_tvm_executor(
         warnings.warn(
             f"tvm backend: {len(executor.fallbacks)} op kind(s) run with reference kernels: "
             f"{', '.join(executor.fallbacks)} ({share} of Conv/MatMul/Gemm FLOPs in TVM "
+            "kernels)",
+            stacklevel=3,
+        )
+    return executor
+
+
+def build_numba_executor(graph: Graph, spec: Target, report: Any = None) -> Any:
+    """Build the Numba executor for `graph` (kernels written and compiled now, or loaded from
+    Numba's cache): `targets.numba.executor.NumbaExecutor` on CPU targets,
+    `targets.numba.gpu.executor.CudaExecutor` on CUDA targets (a GPU, or Numba's simulator
+    with ``NUMBA_ENABLE_CUDASIM=1``); record its fallbacks in `report` and warn once about
+    them.
+
+    Raises:
+        LeptonError: Numba (or numba-cuda for a CUDA target) is not installed, there is no
+            GPU or simulator for a CUDA target, or the target is neither CPU nor CUDA.
+    """
+    check_backend("numba")
+    if spec.is_cuda:
+        if importlib.util.find_spec("numba_cuda") is None:
+            raise LeptonError(
+                f"the numba backend on {spec} needs numba-cuda; install it with "
+                f"{CUDA_INSTALL_HINT}"
+            )
+        from .targets.numba.gpu.build import build_cuda_executor
+
+        return build_cuda_executor(graph, spec, report)
+    if not spec.is_cpu:
+        raise LeptonError(f"the numba backend runs on CPU and CUDA targets, got {spec}")
+    from .targets.numba.executor import NumbaExecutor
+
+    executor = NumbaExecutor(graph, spec.threads)
+    share = f"{executor.native_flops_share:.1%}"
+    if report is not None:
+        report.fallbacks = list(executor.fallbacks)
+        report.notes.append(
+            f"numba: {executor.num_kernels} Numba kernels ({len(executor.kernels)} distinct, "
+            f"{executor.compile_s:.1f} s to compile or load); {share} of Conv/MatMul/Gemm FLOPs "
+            "run in Numba kernels"
+        )
+    if executor.fallbacks:
+        warnings.warn(
+            f"numba backend: {len(executor.fallbacks)} op kind(s) run with reference kernels: "
+            f"{', '.join(executor.fallbacks)} ({share} of Conv/MatMul/Gemm FLOPs in Numba "
             "kernels)",
             stacklevel=3,
         )

@@ -3,7 +3,8 @@
 `LeptonBackend.prepare` imports the model through the full frontend (checker, opset
 conversion, onnxsim, shape inference) into the IR and runs it with the reference interpreter.
 `LeptonTvmBackend.prepare` compiles it with ``compile(backend="tvm")`` (O2: fusion, then TVM
-kernels, reference kernels for the rest) and records whether every op ran natively.
+kernels, reference kernels for the rest) and records whether every op ran natively;
+`LeptonNumbaBackend.prepare` does the same with ``compile(backend="numba")``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,45 @@ class LeptonTvmBackend(LeptonBackend):
         cls.last_native = bool(ex.num_kernels) and not ex.fallbacks
         cls.last_vm = getattr(ex, "program", None) is not None
         return LeptonTvmBackendRep(compiled)
+
+    @classmethod
+    def run_model(  # type: ignore[override]
+        cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any
+    ) -> tuple[Any, ...]:
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+
+class LeptonNumbaBackendRep(LeptonTvmBackendRep):
+    """A model compiled by the Numba backend."""
+
+
+class LeptonNumbaBackend(LeptonBackend):
+    """ONNX backend API over ``compile(backend="numba")``.
+
+    Attributes:
+        last_native: after `prepare`: True when the model runs in Numba kernels only (at
+            least one kernel, no reference fallback), False when something falls back; None
+            before.
+    """
+
+    last_native: bool | None = None
+
+    @classmethod
+    def prepare(  # type: ignore[override]
+        cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any
+    ) -> LeptonNumbaBackendRep:
+        Backend.prepare(model, device, **kwargs)
+        import warnings
+
+        from .api import compile as lepton_compile
+
+        cls.last_native = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fallbacks are counted, not warned about
+            compiled = lepton_compile(model, backend="numba", **kwargs)
+        ex = compiled.executor
+        cls.last_native = bool(ex.num_kernels) and not ex.fallbacks
+        return LeptonNumbaBackendRep(compiled)
 
     @classmethod
     def run_model(  # type: ignore[override]

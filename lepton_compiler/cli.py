@@ -121,9 +121,11 @@ def _add_compile_options(p: argparse.ArgumentParser, note: str = "") -> None:
         "--backend",
         default="reference",
         metavar="NAME",
-        help="code generator: reference (default; the reference interpreter) or tvm (TVM "
+        help="code generator: reference (default; the reference interpreter), tvm (TVM "
         "kernels with our x86 schedules, reference kernels for ops without one; needs "
-        "pip install 'lepton-compiler[tvm]'). numba is planned and not available yet",
+        "pip install 'lepton-compiler[tvm]') or numba (generated Numba kernels, cached on "
+        "disk, reference kernels for ops without a template; needs "
+        "pip install 'lepton-compiler[numba]')",
     )
     g.add_argument(
         "-O",
@@ -250,8 +252,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="tvm backend: time every step and print where the time goes (kernel family, "
-        "reference fallback or view), slowest first",
+        help="tvm and numba backends: time every step and print where the time goes "
+        "(kernel family, reference fallback or view), slowest first",
     )
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
     p.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
@@ -308,7 +310,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model = _open(args.model, args)
     profile = getattr(model.executor, "profile", None) if args.profile else None
     if args.profile and profile is None:
-        raise LeptonError(f"--profile needs the tvm backend (this model runs on {model.backend})")
+        raise LeptonError(
+            f"--profile needs the tvm backend or the numba backend (this model runs on "
+            f"{model.backend})"
+        )
     feeds = _read_inputs(args.inputs, model)
     if not feeds:
         print(

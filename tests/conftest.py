@@ -29,6 +29,7 @@ def _group_of() -> dict[str, str]:
 
 
 _tvm_results: dict[str, tuple[str, bool, bool]] = {}
+_numba_results: dict[str, tuple[str, bool]] = {}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -43,10 +44,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
         report.user_properties.append(("tvm_native", bool(LeptonTvmBackend.last_native)))
         report.user_properties.append(("tvm_vm", bool(LeptonTvmBackend.last_vm)))
         LeptonTvmBackend.last_native = LeptonTvmBackend.last_vm = None
+    if call.when == "call" and "test_onnx_backend_numba.py" in item.nodeid:
+        from lepton_compiler.backend import LeptonNumbaBackend
+
+        report = outcome.get_result()
+        report.user_properties.append(("numba_native", bool(LeptonNumbaBackend.last_native)))
+        LeptonNumbaBackend.last_native = None
     return None
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "test_onnx_backend_numba.py" in report.nodeid:
+        name = report.nodeid.rsplit("::", 1)[-1].removesuffix("_cpu")
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            props = dict(report.user_properties)
+            _numba_results[name] = (report.outcome, bool(props.get("numba_native", False)))
+        return
     if "test_onnx_backend_tvm.py" in report.nodeid:
         name = report.nodeid.rsplit("::", 1)[-1].removesuffix("_cpu")
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
@@ -75,6 +88,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"{len(passed)} passed of {len(ran)} run ({len(ran) - len(passed)} failed); "
             f"{len(native)} of the passing ran every op in TVM kernels (no reference fallback); "
             f"the Relax VM ran {len(vm)} of them (the rest: the executor's Python step loop)"
+        )
+    if _numba_results:
+        ran = {n: r for n, r in _numba_results.items() if r[0] != "skipped"}
+        passed = [n for n, (o, _) in ran.items() if o == "passed"]
+        native = [n for n in passed if _numba_results[n][1]]
+        terminalreporter.section("ONNX backend conformance (Numba backend, node tests)")
+        terminalreporter.write_line(
+            f"{len(passed)} passed of {len(ran)} run ({len(ran) - len(passed)} failed); "
+            f"{len(native)} of the passing ran every op in Numba kernels (no reference fallback)"
         )
     if not _results:
         return

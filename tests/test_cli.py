@@ -253,11 +253,11 @@ def test_unwritable_output(model_path: Path, capsys: pytest.CaptureFixture[str])
     assert_clean_error(code, capsys.readouterr().err, "/proc/forbidden/out")
 
 
-def test_planned_backend(
+def test_unknown_backend(
     model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli.main([str(model_path), "-o", str(tmp_path / "o"), "--backend", "numba"])
-    assert_clean_error(code, capsys.readouterr().err, "not available yet")
+    code = cli.main([str(model_path), "-o", str(tmp_path / "o"), "--backend", "cuda"])
+    assert_clean_error(code, capsys.readouterr().err, "unknown backend 'cuda'")
 
 
 def test_unknown_target(

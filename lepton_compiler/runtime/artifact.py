@@ -6,8 +6,9 @@ Layout of an artifact directory::
       manifest.json   format version, versions, backend, target, opt level, signatures,
                       creation time, compile report, sha256 of every payload file
       model.onnx      the compiled IR, exported as ONNX (plus model.onnx.data above 1.8 GB);
-                      fused groups are plain ONNX nodes, except in ``tvm`` artifacts, which
-                      keep them as ``lepton.Fused`` nodes (their kernels are per group)
+                      fused groups are plain ONNX nodes, except in ``tvm`` and ``numba``
+                      artifacts, which keep them as ``lepton.Fused`` nodes (their kernels
+                      are per group)
 
       kernels/        (``tvm`` backend) ``kernels.so``, one shared library with every
                       distinct built kernel (each under its own symbol); the manifest's
@@ -18,6 +19,11 @@ Loading a ``tvm`` artifact (needs TVM installed) lowers the IR again (cheap) and
 kernel's machine code from ``kernels/``: nothing is scheduled or compiled by LLVM. A kernel
 whose library does not match (another TVM or Lepton version) is rebuilt, and the load says
 how many were.
+
+Loading a ``numba`` artifact (needs Numba installed) writes the same kernel sources again from
+the IR and compiles them; Numba's machine-code cache (``~/.cache/lepton/numba``, see
+`lepton_compiler.targets.numba.source_cache`) makes that a load, not a compile, on a machine
+that compiled or loaded the model before. The artifact itself holds no machine code yet.
 
 Writes are atomic: everything is written to a hidden temporary sibling directory, which is
 renamed into place only when complete; an existing artifact is replaced only after its
@@ -53,8 +59,9 @@ FORMAT_NAME = "lepton-artifact"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 KERNELS_DIR = "kernels"
-#: Backends whose artifacts this build can run (``tvm`` only with TVM installed).
-_RUNNABLE_BACKENDS = ("reference", "tvm")
+#: Backends whose artifacts this build can run (``tvm`` only with TVM installed, ``numba``
+#: only with Numba installed).
+_RUNNABLE_BACKENDS = ("reference", "tvm", "numba")
 
 
 def save_artifact(model: CompiledModel, path: str | os.PathLike[str]) -> Path:
@@ -113,6 +120,12 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
             "load time, but TVM is not installed: install it with "
             "pip install 'lepton-compiler[tvm]', or recompile the model for another backend"
         )
+    if backend == "numba" and not _numba_available():
+        raise ArtifactError(
+            f"artifact {root} was built by the 'numba' backend, whose kernels are compiled at "
+            "load time, but Numba is not installed: install it with "
+            "pip install 'lepton-compiler[numba]', or recompile the model for another backend"
+        )
     if backend not in _RUNNABLE_BACKENDS:
         raise ArtifactError(
             f"artifact {root} was built by the {backend!r} backend, which this installation "
@@ -135,6 +148,8 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
     executor = None
     if backend == "tvm":
         executor = _rebuild_tvm(root, graph, manifest["target"])
+    elif backend == "numba":
+        executor = _rebuild_numba(root, graph, manifest["target"])
     model = CompiledModel(
         graph,
         report,
@@ -152,6 +167,29 @@ def _tvm_available() -> bool:
     from ..api import tvm_available
 
     return tvm_available()
+
+
+def _numba_available() -> bool:
+    from ..api import numba_available
+
+    return numba_available()
+
+
+def _rebuild_numba(root: Path, graph: Any, target: str) -> Any:
+    """The Numba executor of a ``numba`` artifact: kernels written from the IR again and
+    compiled, or loaded from Numba's cache (see the module docstring)."""
+    import warnings
+
+    from ..api import build_numba_executor
+    from ..targets.target import parse_target
+
+    try:
+        spec = parse_target(target)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fallbacks were reported at compile time
+            return build_numba_executor(graph, spec)
+    except LeptonError as e:
+        raise ArtifactError(f"artifact {root}: cannot rebuild its Numba kernels: {e}") from e
 
 
 def _rebuild_tvm(root: Path, graph: Any, target: str) -> Any:
@@ -270,9 +308,10 @@ def _check_replaceable(target: Path) -> None:
 def _write_payload(model: CompiledModel, folder: Path) -> None:
     from ..export.onnx import save_model
 
-    # A tvm artifact keeps its fused groups (as lepton.Fused nodes with their bodies): its
-    # kernels are built per group. Other backends write plain ONNX any runtime can run.
-    save_model(model.graph, folder / MODEL_FILE, inline_fused=model.backend != "tvm")
+    # tvm and numba artifacts keep their fused groups (as lepton.Fused nodes with their
+    # bodies): their kernels are built per group. Other backends write plain ONNX any runtime
+    # can run.
+    save_model(model.graph, folder / MODEL_FILE, inline_fused=model.backend not in ("tvm", "numba"))
     extra: dict[str, Any] = {}
     export = getattr(model.executor, "export_kernels", None)
     if export is not None:

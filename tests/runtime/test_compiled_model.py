@@ -235,10 +235,12 @@ def test_report(mlp: CompiledModel) -> None:
 # -- options ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["numba"])
-def test_planned_backends_are_refused(mlp_path: Path, backend: str) -> None:
-    with pytest.raises(LeptonError, match=f"backend '{backend}' is not available yet"):
-        lepton_compiler.compile(mlp_path, backend=backend)
+def test_numba_backend_without_numba(mlp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lepton_compiler import api
+
+    monkeypatch.setattr(api, "numba_available", lambda: False)
+    with pytest.raises(LeptonError, match=r"not available.*pip install 'lepton-compiler\[numba\]'"):
+        lepton_compiler.compile(mlp_path, backend="numba")
 
 
 def test_tvm_backend_without_tvm(mlp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
