@@ -1,6 +1,7 @@
 """Whole models through ``compile(backend="numba")``: outputs match ONNX Runtime on the small
-models at batch 1 and on MobileNetV2 and ResNet-50 at batch 1 and 2 (one symbolic-batch
-compile, specialized per batch), with every Conv/MatMul/Gemm FLOP in Numba kernels.
+models at batch 1, on MobileNetV2 and ResNet-50 at batch 1 and 2 (one symbolic-batch
+compile, specialized per batch), and on the two real models with real inputs (MNIST's 10,000
+test images, UltraFace on photos), with every Conv/MatMul/Gemm FLOP in Numba kernels.
 
 Kernels come from Numba's disk cache after the first run on a machine (``~/.cache/lepton/
 numba``), so a warm run of this file takes seconds of compile time instead of a minute."""
@@ -17,6 +18,7 @@ pytest.importorskip("scipy")
 
 import lepton_compiler
 from tests.e2e.conftest import ModelCache
+from tests.e2e.real_models import check_mnist, check_ultraface
 from tests.e2e.test_models import make_feeds, ort_timed
 
 
@@ -51,3 +53,19 @@ def test_cnn_symbolic_batch_1_and_2_match_onnxruntime(models: ModelCache, name: 
     compiled = _check(models, name, (1, 2))
     assert compiled.report.fallbacks == []
     assert len(compiled.executor._by_shape) == 2
+
+
+def _compile_numba(path: object) -> lepton_compiler.CompiledModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fallbacks are checked by the callers
+        return lepton_compiler.compile(str(path), backend="numba")
+
+
+def test_mnist_all_test_images_agree_with_onnxruntime() -> None:
+    compiled = check_mnist(_compile_numba)
+    assert compiled.executor.native_flops_share == pytest.approx(1.0)
+
+
+def test_ultraface_on_photos_matches_onnxruntime() -> None:
+    compiled = check_ultraface(_compile_numba)
+    assert compiled.executor.native_flops_share == pytest.approx(1.0)
