@@ -8,9 +8,9 @@ and run everything on one thread. ``LEPTON_NUMBA_PRODUCTS=tiles`` (read at compi
 splits every product into one tile of output rows per Numba thread instead, each tile on
 1-thread OpenBLAS with its epilogue right after, so that only Numba's pool ever wakes.
 
-Measured on this machine (2 cores, AMD EPYC, float32, medians of 20-40 calls; other
-engineers' jobs kept the cores busy to varying degrees, so each comparison was taken back to
-back in one process):
+Measured on this machine (2 cores, AMD EPYC, float32, medians of 20-40 calls; other work
+kept the cores busy to varying degrees, so each comparison was taken back to back in one
+process):
 
 - with a core free, one 2-thread ``np.dot`` beats 2 tiles on 1-thread BLAS, which gain
   little over one thread (concurrent OpenBLAS calls partly serialize): ``[256, 64] @ [64,
