@@ -40,6 +40,11 @@ def plan_ptx(plan: CudaKernelSource, cc: tuple[int, int] = (8, 0)) -> str:
         raise LeptonError(f"no CUDA compiler for PTX: {e}") from e
     except NumbaError as e:
         raise LoweringError(f"{plan.name}: NVVM rejected the kernel: {str(e)[:500]}") from e
+    except Exception as e:
+        # cuda-pathfinder's DynamicLibNotFoundError (libnvrtc, libnvvm missing) is neither
+        if type(e).__name__ == "DynamicLibNotFoundError":
+            raise LeptonError(f"no CUDA compiler for PTX: {e}") from e
+        raise
     return str(ptx)
 
 
@@ -66,7 +71,11 @@ def ptx_unavailable() -> str | None:
 
     probe = CudaKernelSource(
         name="probe",
-        source="from numba import cuda\n\n\n@cuda.jit\ndef probe(x):\n    x[0] = 1.0\n",
+        source=(
+            "import math\n\nfrom numba import cuda, float32\n\n\n@cuda.jit\ndef probe(x):\n"
+            "    s = cuda.shared.array(16, float32)\n    s[cuda.threadIdx.x] = math.exp(x[0])\n"
+            "    cuda.syncthreads()\n    x[0] = s[0]\n"
+        ),
         grid=(1,),
         block=(1,),
         input_indices=[],
