@@ -45,6 +45,13 @@ from lepton_compiler.errors import InputError, LeptonError, LoweringError
 from lepton_compiler.interpreter import run_node
 from lepton_compiler.ir import Graph, Node, TensorType, Value
 
+from ..graph_steps import by_count as _by_count
+from ..graph_steps import copy_out as _copy_out
+from ..graph_steps import label as _label
+from ..graph_steps import liveness as _liveness
+from ..graph_steps import static_shape as _static_shape
+from ..graph_steps import view_shape as _view_shape
+from ..graph_steps import wrap_single as _wrap_single
 from . import threads as _threads
 from .work import model_flops
 
@@ -54,7 +61,6 @@ __all__ = ["NumbaExecutor", "StaticExecutor"]
 _FULL, _CALL, _SKIP = 0, 1, 2
 
 #: Ops that only reinterpret their first input's memory with another (static) shape.
-_VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
 
 @dataclass
@@ -539,38 +545,6 @@ def _staged(x: Any, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def _view_shape(node: Node) -> tuple[int, ...] | None:
-    """The static output shape of a view op (same element count, same dtype), else None."""
-    if node.op not in _VIEW_OPS or len(node.outputs) != 1 or not node.inputs:
-        return None
-    src, out = node.inputs[0], node.outputs[0]
-    shape_in, shape_out = _static_shape(src), _static_shape(out)
-    if shape_in is None or shape_out is None or math.prod(shape_in) != math.prod(shape_out):
-        return None
-    if not isinstance(src.type, TensorType) or not isinstance(out.type, TensorType):
-        return None
-    if src.type.dtype != out.type.dtype:
-        return None
-    return shape_out
-
-
-def _copy_out(x: Any) -> Any:
-    if isinstance(x, (np.ndarray, np.generic)):
-        return np.array(x, copy=True)
-    return x
-
-
-def _by_count(item: tuple[str, int]) -> tuple[int, str]:
-    return (-item[1], item[0])
-
-
-def _label(node: Node) -> str:
-    if node.op == "lepton.Fused":
-        epi = node.attrs.get("epilogue", [])
-        return "+".join([str(node.attrs.get("anchor")), *map(str, epi)])
-    return node.op
-
-
 def _as_group(node: Node) -> tuple[Node, list[Value]] | None:
     """The node as a `lepton.Fused` group a template may accept, with the graph values its
     inputs stand for; None when there is no template to try."""
@@ -583,48 +557,3 @@ def _as_group(node: Node) -> tuple[Node, list[Value]] | None:
     return None
 
 
-def _wrap_single(node: Node) -> tuple[Node, list[Value]]:
-    """A detached one-node `lepton.Fused` group around a copy of `node` (everything in it is
-    new, so the graph's values gain no users)."""
-    body = Graph(name=f"{node.name}_body")
-    inner_inputs: list[Value | None] = []
-    outer_inputs: list[Value] = []
-    group_inputs: list[Value] = []
-    for k, v in enumerate(node.inputs):
-        if v is None:
-            inner_inputs.append(None)
-            continue
-        bv = Value(f"{node.name}_in{k}", v.type)
-        body.add_input(bv)
-        inner_inputs.append(bv)
-        outer_inputs.append(Value(f"{node.name}_arg{k}", v.type, const=v.const))
-        group_inputs.append(v)
-    out = Value(f"{node.name}_out", node.outputs[0].type)
-    body.append(Node(node.op, inner_inputs, dict(node.attrs), outputs=[out], name=node.name))
-    body.outputs = [out]
-    fused = Node(
-        "lepton.Fused",
-        outer_inputs,
-        {"body": body, "anchor": node.op, "epilogue": []},
-        outputs=[Value(f"{node.name}_fused", node.outputs[0].type)],
-        name=f"{node.name}_single",
-    )
-    return fused, group_inputs
-
-
-def _liveness(graph: Graph) -> tuple[dict[Value, int], set[Value]]:
-    last_use: dict[Value, int] = {}
-    for i, node in enumerate(graph.nodes):
-        for v in [*node.inputs, *node.outer_values()]:
-            if v is not None:
-                last_use[v] = i
-    keep = set(graph.outputs) | set(graph.initializers.values())
-    return last_use, keep
-
-
-def _static_shape(v: Value | None) -> tuple[int, ...] | None:
-    if v is None or not isinstance(v.type, TensorType) or v.type.shape is None:
-        return None
-    if not all(isinstance(d, int) for d in v.type.shape):
-        return None
-    return tuple(int(d) for d in v.type.shape)  # type: ignore[arg-type]

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import math
 
-from lepton_compiler.ir import Node, TensorType, Value
+from lepton_compiler.ir import Node
+
+from ..graph_steps import model_flops
+from ..graph_steps import static_shape as _static_shape
 
 __all__ = ["SMALL_WORK", "model_flops", "work"]
 
@@ -23,10 +26,6 @@ __all__ = ["SMALL_WORK", "model_flops", "work"]
 #: serial, 16.6 ms below 64 MFLOP; lighter load (1.3-1.5), 16 / 32 / 64 MFLOP: MobileNetV2
 #: 13.0 / 12.8 / 13.2 ms, BERT-base 212 / 195 / 208 ms (its attention is 50 MFLOP).
 SMALL_WORK = 32_000_000
-
-#: Ops whose FLOPs `model_flops` counts.
-_FLOP_OPS = ("Conv", "MatMul", "Gemm")
-
 
 def work(node: Node) -> int:
     """The node's work: its Conv/MatMul/Gemm/attention FLOPs, else 8 per output element."""
@@ -41,31 +40,3 @@ def work(node: Node) -> int:
                 return 2 * math.prod(q) * v[-2] + 2 * math.prod(q[:-1]) * v[-2] * v[-1]
     out = _static_shape(node.outputs[0]) if node.outputs else None
     return 8 * math.prod(out) if out is not None else 0
-
-
-def model_flops(node: Node) -> int:
-    """FLOPs of the Conv/MatMul/Gemm ops in `node` (or its fused body), from static shapes;
-    0 where a shape is unknown."""
-    if node.op == "lepton.Fused":
-        return sum(model_flops(n) for n in node.attrs["body"])
-    if node.op not in _FLOP_OPS or not node.outputs:
-        return 0
-    out = _static_shape(node.outputs[0])
-    if out is None:
-        return 0
-    if node.op == "Conv":
-        w = _static_shape(node.inputs[1] if len(node.inputs) > 1 else None)
-        return 2 * math.prod(out) * math.prod(w[1:]) if w is not None and len(w) >= 2 else 0
-    a = _static_shape(node.inputs[0] if node.inputs else None)
-    if not a:
-        return 0
-    k = a[0] if node.op == "Gemm" and node.attrs.get("transA") else a[-1]
-    return 2 * math.prod(out) * k
-
-
-def _static_shape(v: Value | None) -> tuple[int, ...] | None:
-    if v is None or not isinstance(v.type, TensorType) or v.type.shape is None:
-        return None
-    if not all(isinstance(d, int) for d in v.type.shape):
-        return None
-    return tuple(int(d) for d in v.type.shape)  # type: ignore[arg-type]

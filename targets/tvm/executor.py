@@ -58,12 +58,16 @@ from lepton_compiler.errors import InputError, LeptonError
 from lepton_compiler.interpreter import run_node
 from lepton_compiler.ir import Graph, Node, TensorType, Value
 
+from ..graph_steps import by_count as _by_count
+from ..graph_steps import copy_out as _copy_out
+from ..graph_steps import label as _label
+from ..graph_steps import liveness as _liveness
+from ..graph_steps import model_flops
+from ..graph_steps import view_shape as _view_shape
+from ..graph_steps import wrap_single as _wrap_single
 from .guard import guard_side, guarded_empty, guarded_tensor
 
 __all__ = ["StaticExecutor", "TvmExecutor", "model_flops"]
-
-#: Ops whose FLOPs `native_flops_share` counts.
-_FLOP_OPS = ("Conv", "MatMul", "Gemm")
 
 
 _configured_threads: int | None = None
@@ -587,7 +591,6 @@ class TvmExecutor:
 _FULL, _CALL, _SKIP = 0, 1, 2
 
 #: Ops that only reinterpret their first input's memory with another (static) shape.
-_VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
 
 def _export(kernels: list[Any], target_dict: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -602,21 +605,6 @@ def _export(kernels: list[Any], target_dict: dict[str, Any], folder: Path) -> di
         "libraries": export_kernels(kernels, Path(folder)),
         "kernels": [k.digest for k in kernels],
     }
-
-
-def _view_shape(node: Node) -> tuple[int, ...] | None:
-    """The static output shape of a view op (same element count, same dtype), else None."""
-    if node.op not in _VIEW_OPS or len(node.outputs) != 1 or not node.inputs:
-        return None
-    src, out = node.inputs[0], node.outputs[0]
-    shape_in, shape_out = _static_shape(src), _static_shape(out)
-    if shape_in is None or shape_out is None or math.prod(shape_in) != math.prod(shape_out):
-        return None
-    if not isinstance(src.type, TensorType) or not isinstance(out.type, TensorType):
-        return None
-    if src.type.dtype != out.type.dtype:
-        return None
-    return shape_out
 
 
 def _perf_counter() -> float:
@@ -688,25 +676,6 @@ def _checked(graph: Graph, feeds: Mapping[str, Any]) -> Mapping[str, Any]:
     return feeds
 
 
-def _copy_out(x: Any) -> Any:
-    """A graph output the caller may keep: arrays are copied (they may view kernel buffers
-    that the next run overwrites)."""
-    if isinstance(x, (np.ndarray, np.generic)):
-        return np.array(x, copy=True)
-    return x
-
-
-def _by_count(item: tuple[str, int]) -> tuple[int, str]:
-    return (-item[1], item[0])
-
-
-def _label(node: Node) -> str:
-    if node.op == "lepton.Fused":
-        epi = node.attrs.get("epilogue", [])
-        return "+".join([str(node.attrs.get("anchor")), *map(str, epi)])
-    return node.op
-
-
 def _as_group(node: Node) -> tuple[Node, list[Value]] | None:
     """The node as a `lepton.Fused` group `build_group` may accept, with the graph values
     its inputs stand for (in order); None when there is no kernel to try."""
@@ -723,72 +692,3 @@ def _lone_ops() -> frozenset[str]:
     return lone_ops()
 
 
-def _wrap_single(node: Node) -> tuple[Node, list[Value]]:
-    """A detached one-node `lepton.Fused` group around a copy of `node`.
-
-    Everything in it is new (inputs included), so the graph's values gain no users."""
-    body = Graph(name=f"{node.name}_body")
-    inner_inputs: list[Value | None] = []
-    outer_inputs: list[Value] = []
-    group_inputs: list[Value] = []
-    for k, v in enumerate(node.inputs):
-        if v is None:
-            inner_inputs.append(None)
-            continue
-        bv = Value(f"{node.name}_in{k}", v.type)
-        body.add_input(bv)
-        inner_inputs.append(bv)
-        outer_inputs.append(Value(f"{node.name}_arg{k}", v.type, const=v.const))
-        group_inputs.append(v)
-    outs = [Value(f"{node.name}_out{k}", o.type) for k, o in enumerate(node.outputs)]
-    inner = Node(node.op, inner_inputs, dict(node.attrs), outputs=outs, name=node.name)
-    body.append(inner)
-    body.outputs = list(outs)
-    fused = Node(
-        "lepton.Fused",
-        outer_inputs,
-        {"body": body, "anchor": node.op, "epilogue": []},
-        outputs=[Value(f"{node.name}_fused{k}", o.type) for k, o in enumerate(node.outputs)],
-        name=f"{node.name}_single",
-    )
-    return fused, group_inputs
-
-
-def _liveness(graph: Graph) -> tuple[dict[Value, int], set[Value]]:
-    last_use: dict[Value, int] = {}
-    for i, node in enumerate(graph.nodes):
-        for v in [*node.inputs, *node.outer_values()]:
-            if v is not None:
-                last_use[v] = i
-    keep = set(graph.outputs) | set(graph.initializers.values())
-    return last_use, keep
-
-
-def _static_shape(v: Value | None) -> tuple[int, ...] | None:
-    if v is None or not isinstance(v.type, TensorType) or v.type.shape is None:
-        return None
-    if not all(isinstance(d, int) for d in v.type.shape):
-        return None
-    return tuple(int(d) for d in v.type.shape)  # type: ignore[arg-type]
-
-
-def model_flops(node: Node) -> int:
-    """FLOPs of the Conv/MatMul/Gemm ops in `node` (or in its body, for a fused group), from
-    static shapes; 0 where a shape is unknown."""
-    if node.op == "lepton.Fused":
-        return sum(model_flops(n) for n in node.attrs["body"])
-    if node.op not in _FLOP_OPS or not node.outputs:
-        return 0
-    out = _static_shape(node.outputs[0])
-    if out is None:
-        return 0
-    if node.op == "Conv":
-        w = _static_shape(node.inputs[1] if len(node.inputs) > 1 else None)
-        return 2 * math.prod(out) * math.prod(w[1:]) if w is not None and len(w) >= 2 else 0
-    a = _static_shape(node.inputs[0] if node.inputs else None)
-    if a is None or not a:
-        return 0
-    k = a[-1]
-    if node.op == "Gemm" and node.attrs.get("transA"):
-        k = a[0]
-    return 2 * math.prod(out) * k
