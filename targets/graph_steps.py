@@ -13,7 +13,7 @@ from lepton_compiler.ir import Graph, Node, TensorType, Value
 
 __all__ = [
     "FLOP_OPS", "VIEW_OPS", "by_count", "copy_out", "label", "liveness", "model_flops",
-    "static_shape", "view_shape", "wrap_single",
+    "profile_rows", "static_shape", "view_shape", "wrap_single",
 ]  # fmt: skip
 
 #: Ops `model_flops` counts.
@@ -126,3 +126,32 @@ def model_flops(node: Node) -> int:
         k = a[0]
     return 2 * math.prod(out) * k
 
+
+
+def profile_rows(steps: Any, per_step: list[list[float]], backend: str) -> list[dict[str, Any]]:
+    """An executor's ``profile`` table from per-step timings (seconds, one list per step,
+    one entry per run): one row per step kind (``label``: the group's ops, ``kind``:
+    ``<backend>:<family>``, ``view`` or ``reference``) with ``count`` (steps per run),
+    ``ms`` (median total per run) and ``share`` of the summed step time, slowest first.
+    `steps` have ``node``, ``kernel`` (with ``family``, or None) and ``view_shape``."""
+    repeat = len(per_step[0]) if per_step else 0
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for step, times in zip(steps, per_step, strict=True):
+        kind = (
+            "view"
+            if step.view_shape is not None
+            else f"{backend}:{step.kernel.family}"
+            if step.kernel is not None
+            else "reference"
+        )
+        row = rows.setdefault(
+            (label(step.node), kind),
+            {"label": label(step.node), "kind": kind, "count": 0, "runs": [0.0] * repeat},
+        )
+        row["count"] += 1
+        row["runs"] = [a + b for a, b in zip(row["runs"], times, strict=True)]
+    out = [{**row, "ms": float(np.median(row.pop("runs"))) * 1e3} for row in rows.values()]
+    total = sum(r["ms"] for r in out) or 1.0
+    for r in out:
+        r["share"] = r["ms"] / total
+    return sorted(out, key=lambda r: -r["ms"])

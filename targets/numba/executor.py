@@ -49,6 +49,7 @@ from ..graph_steps import by_count as _by_count
 from ..graph_steps import copy_out as _copy_out
 from ..graph_steps import label as _label
 from ..graph_steps import liveness as _liveness
+from ..graph_steps import profile_rows
 from ..graph_steps import static_shape as _static_shape
 from ..graph_steps import view_shape as _view_shape
 from ..graph_steps import wrap_single as _wrap_single
@@ -374,26 +375,7 @@ class StaticExecutor:
             per_step = [[0.0] * repeat for _ in self._steps]
             for r in range(repeat):
                 self._run(feeds, lambda i, dt, r=r: per_step[i].__setitem__(r, dt))  # type: ignore[misc]
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for step, times in zip(self._steps, per_step, strict=True):
-            kind = (
-                "view"
-                if step.view_shape is not None
-                else f"numba:{step.kernel.family}"
-                if step.kernel is not None
-                else "reference"
-            )
-            row = rows.setdefault(
-                (_label(step.node), kind),
-                {"label": _label(step.node), "kind": kind, "count": 0, "runs": [0.0] * repeat},
-            )
-            row["count"] += 1
-            row["runs"] = [a + b for a, b in zip(row["runs"], times, strict=True)]
-        out = [{**row, "ms": float(np.median(row.pop("runs"))) * 1e3} for row in rows.values()]
-        total = sum(r["ms"] for r in out) or 1.0
-        for r in out:
-            r["share"] = r["ms"] / total
-        return sorted(out, key=lambda r: -r["ms"])
+        return profile_rows(self._steps, per_step, "numba")
 
     def _run(
         self, feeds: Mapping[str, Any], timer: Callable[[int, float], None] | None = None
