@@ -116,8 +116,8 @@ def markdown_report(doc: Mapping[str, Any], png_written: bool | None = None) -> 
     skipped = _unavailable_everywhere(results)
     lines += [
         "| model | config | median ms | p90 ms | ratio vs ORT | GFLOP/s | % of peak "
-        "| compile s | peak MiB | status |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| compile s | peak MiB | cosine vs ORT fp32 | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         if r["config"] in skipped:
@@ -132,6 +132,7 @@ def markdown_report(doc: Mapping[str, Any], png_written: bool | None = None) -> 
             fmt_float(r.get("pct_of_peak"), 0),
             fmt_float(r.get("compile_s"), 2),
             fmt_float(r.get("peak_mib"), 0),
+            fmt_float(r.get("cosine"), 5),
             _status_cell(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import compile
+    from .quantization import Int8Config
     from .runtime.artifact import load
     from .runtime.compiled_model import CompiledModel, TensorSpec
     from .runtime.report import CompileReport
@@ -47,6 +48,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "CompiledModel": ("lepton_compiler.runtime.compiled_model", "CompiledModel"),
     "TensorSpec": ("lepton_compiler.runtime.compiled_model", "TensorSpec"),
     "CompileReport": ("lepton_compiler.runtime.report", "CompileReport"),
+    "Int8Config": ("lepton_compiler.quantization", "Int8Config"),
 }
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "CompileReport",
     "CompiledModel",
     "InputError",
+    "Int8Config",
     "LeptonError",
     "LoweringError",
     "ModelLoadError",

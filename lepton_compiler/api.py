@@ -44,6 +44,7 @@ from .targets.target import Target, parse_target
 
 if TYPE_CHECKING:
     from .ir import Graph
+    from .quantization import Int8Config
     from .runtime.compiled_model import CompiledModel
 
 #: Backends that can build models today (``tvm`` only where `tvm_available`, ``numba`` only
@@ -135,6 +136,7 @@ def compile(
     dump_ir: str | os.PathLike[str] | None = None,
     trace_rules: bool = False,
     tune: int = 0,
+    quantize: Int8Config | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model into a runnable `CompiledModel`.
 
@@ -167,6 +169,10 @@ def compile(
             tuned schedule where it beats ours (`targets.tvm.tune`; results persist per
             target and later compiles reuse them). 0 (default): no tuning; the hand
             schedules, or earlier tuning results, are used. Slow: minutes per kernel.
+        quantize: an `Int8Config`: int8 post-training quantization of the Conv, Gemm and
+            MatMul layers, calibrated on its data (``report.int8`` holds the per-layer
+            accuracy report). Needs opt_level >= 2. Pre-quantized models (QDQ or QOperator)
+            get integer kernels without it.
 
     Returns:
         The compiled model; ``model.report`` says what each step did and how long it took.
@@ -183,6 +189,13 @@ def compile(
         spec = parse_target(target)
         target_text = "".join(target.split()).lower()
     opt_level = check_opt_level(opt_level)
+    if quantize is not None:
+        from .quantization import Int8Config as _Config
+
+        if not isinstance(quantize, _Config):
+            raise LeptonError(f"quantize must be an Int8Config, got {type(quantize).__name__}")
+        if opt_level < 2:
+            raise LeptonError("int8 quantization needs opt_level 2 or 3")
     say = _progress_printer(bool(progress))
     timings: dict[str, float] = {}
 
@@ -215,6 +228,9 @@ def compile(
         options=dict(pass_options or {}),
         trace_rules=trace_rules,
     )
+    if quantize is not None:
+        ctx.options["int8"] = quantize
+        ctx.options.setdefault("progress", bool(progress))
     if passes is not None or ctx.disabled:
         from .pass_manager import get_pass
 
@@ -247,6 +263,11 @@ def compile(
         kernels_after=len(graph),
         fused_groups=fused_groups_summary(graph),
     )
+    int8 = graph.meta.pop("int8_report", None)
+    if int8 is not None:
+        report.int8 = int8.format()
+        report.int8_layers = [dict(vars(r)) for r in int8.layers]
+        report.notes.append(int8.summary())
     executor = None
     if tune and backend != "tvm":
         raise LeptonError("tune applies to the tvm backend only")
@@ -314,8 +335,7 @@ def build_numba_executor(graph: Graph, spec: Target, report: Any = None) -> Any:
     if spec.is_cuda:
         if importlib.util.find_spec("numba_cuda") is None:
             raise LeptonError(
-                f"the numba backend on {spec} needs numba-cuda; install it with "
-                f"{CUDA_INSTALL_HINT}"
+                f"the numba backend on {spec} needs numba-cuda; install it with {CUDA_INSTALL_HINT}"
             )
         from .targets.numba.gpu.build import build_cuda_executor
 

@@ -43,6 +43,7 @@ examples:
   lepton-compile model.onnx -o model.lepton
   lepton-compile model.onnx -o model.lepton --target x86:avx512,vnni -O3 --report
   lepton-compile model.onnx -o model.lepton --input-shape image=1,3,224,224
+  lepton-compile model.onnx -o model.lepton --backend tvm --int8 --calibrate samples.npz
   lepton-compile run model.lepton --input image=image.npy --output-dir outputs/
   lepton-compile run model.onnx --benchmark
   lepton-compile info model.lepton
@@ -172,9 +173,7 @@ def _add_compile_options(p: argparse.ArgumentParser, note: str = "") -> None:
         help="write the IR as text to DIR before the first pass and after every pass that "
         "changed it (001_input.txt, 002_<pass>.txt, ...)",
     )
-    g.add_argument(
-        "--time-passes", action="store_true", help="print how long each pass took"
-    )
+    g.add_argument("--time-passes", action="store_true", help="print how long each pass took")
     g.add_argument(
         "--trace-rules",
         action="store_true",
@@ -195,6 +194,70 @@ def _add_compile_options(p: argparse.ArgumentParser, note: str = "") -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="print one line per compile step to stderr (default: when stderr is a terminal)",
+    )
+    q = p.add_argument_group(
+        "int8 quantization",
+        "Quantize Conv/Gemm/MatMul layers to int8 (per-channel int8 weights, uint8 or int8 "
+        "activations, int32 biases), calibrated on sample inputs. A per-layer accuracy report "
+        "(SQNR, cosine) names the most sensitive layers.",
+    )
+    q.add_argument("--int8", action="store_true", help="quantize the model to int8")
+    q.add_argument(
+        "--calibrate",
+        action="append",
+        default=[],
+        metavar="DATA",
+        help="calibration inputs: a .npz file (one array per input name, samples along the "
+        "first axis), a .npy file (single-input models) or a folder of them; repeatable. "
+        "Required with --int8",
+    )
+    q.add_argument(
+        "--int8-method",
+        choices=("minmax", "percentile", "entropy", "mse"),
+        default="percentile",
+        help="how activation ranges are chosen (default: percentile)",
+    )
+    q.add_argument(
+        "--int8-percentile",
+        type=float,
+        default=99.999,
+        metavar="P",
+        help="the percentile of --int8-method percentile (default 99.999)",
+    )
+    q.add_argument(
+        "--int8-activations",
+        choices=("auto", "uint8", "int8"),
+        default="auto",
+        help="activation type: uint8 asymmetric (x86 VNNI) or int8 symmetric (ARM); auto "
+        "picks by target (default)",
+    )
+    q.add_argument(
+        "--int8-per-tensor",
+        action="store_true",
+        help="one scale per weight tensor instead of one per output channel",
+    )
+    q.add_argument(
+        "--int8-exclude",
+        action="append",
+        default=[],
+        metavar="NAME_OR_OP",
+        help="keep this node (by name) or every node of this op type (e.g. Gemm) in float; "
+        "repeatable",
+    )
+    q.add_argument(
+        "--int8-max-drop",
+        type=float,
+        default=None,
+        metavar="ERROR",
+        help="keep the most sensitive layers in float until the relative output error "
+        "||int8 - fp32|| / ||fp32|| on the first samples is at most ERROR (e.g. 0.05)",
+    )
+    q.add_argument(
+        "--int8-samples",
+        type=int,
+        default=256,
+        metavar="N",
+        help="use at most N calibration samples (default 256)",
     )
 
 
@@ -300,6 +363,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     model = _compile(args.model, args)
     path = model.save(args.output)
     print(_summary(args.model, path, model))
+    if model.report.int8:
+        print(model.report.int8 if args.report else model.report.int8.splitlines()[0])
     if args.report:
         print()
         print(model.report)
@@ -419,6 +484,7 @@ def _compile(model_path: str, args: argparse.Namespace) -> Any:
             dump_ir=args.dump_ir,
             trace_rules=args.trace_rules,
             tune=args.tune,
+            quantize=_int8_config(args),
         )
     for w in caught:
         if issubclass(w.category, UserWarning):
@@ -432,6 +498,31 @@ def _compile(model_path: str, args: argparse.Namespace) -> Any:
         for line in model.report.rule_traces or ["(no pattern-rule pass ran)"]:
             print(f"  {line}")
     return model
+
+
+def _int8_config(args: argparse.Namespace) -> Any:
+    """The `Int8Config` the int8 options ask for, or None without ``--int8``."""
+    if not getattr(args, "int8", False):
+        if getattr(args, "calibrate", None):
+            raise LeptonError("--calibrate is used with --int8")
+        return None
+    if not args.calibrate:
+        raise LeptonError(
+            "--int8 needs calibration inputs: --calibrate DATA.npz (one array per input "
+            "name, samples along the first axis), a .npy file or a folder of them"
+        )
+    from .quantization import Int8Config
+
+    return Int8Config(
+        calibration=list(args.calibrate),
+        method=args.int8_method,
+        percentile=args.int8_percentile,
+        per_channel=not args.int8_per_tensor,
+        activations=args.int8_activations,
+        exclude=tuple(args.int8_exclude),
+        max_drop=args.int8_max_drop,
+        samples=args.int8_samples,
+    )
 
 
 def _open(path: str, args: argparse.Namespace) -> Any:

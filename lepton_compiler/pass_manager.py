@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .errors import LeptonError, PassError, VerificationError
+from .errors import InputError, LeptonError, PassError, VerificationError
 from .ir import Graph, Node, format_graph, format_node, verify
 
 
@@ -264,8 +264,8 @@ def _run_one(
         inst.before(p, graph, ctx)
     try:
         result = p.run(graph, ctx)
-    except PassError:
-        raise
+    except (PassError, InputError):
+        raise  # a pass's own report, or bad user data a pass read (calibration inputs)
     except (LeptonError, Exception) as e:
         raise _pass_error(p, ctx, e) from e
     if not isinstance(result, PassResult):

@@ -7,6 +7,9 @@ no pass changes the graph (at most `Stage.rounds` times).
 - O1 cleans up (`CLEANUP`).
 - O2 also fuses (`FUSION`): affine ops fold into their producers, then every anchor op and its
   element-wise epilogue become one `lepton.Fused` group, i.e. one kernel.
+  With the ``int8`` option (an `Int8Config`), the layers are quantized between the pattern
+  fusions and group fusion (`QUANT`); QDQ patterns of pre-quantized models are lowered to
+  integer ops there too, with or without the option.
 - O3 adds target-specific rewrites; until those exist it runs the O2 list.
 """
 
@@ -47,14 +50,23 @@ FUSION = Stage("fusion", (
     "fold_matmul_transpose",             # a Transpose of a MatMul operand into the MatMul
     "fuse_matmul_bias",                  # MatMul + bias -> Gemm / lepton.MatMulAdd
     "dead_code_elimination",
+), rounds=1)  # fmt: skip
+
+QUANT = Stage("quantize", (
+    "quantize_int8",                     # calibrate, QDQ on Conv/Gemm/MatMul (int8 option only)
+    "lower_qdq",                         # DQ -> Conv/MatMul patterns -> lepton.QConv/QMatMul
+    "dead_code_elimination",
+), rounds=1)  # fmt: skip
+
+GROUPS = Stage("groups", (
     "fuse_groups",                       # anchor + element-wise epilogue -> lepton.Fused
 ), rounds=1)  # fmt: skip
 
 PIPELINES: dict[int, list[Stage]] = {
     0: [],
     1: [CLEANUP],
-    2: [CLEANUP, FUSION],
-    3: [CLEANUP, FUSION],
+    2: [CLEANUP, FUSION, QUANT, GROUPS],
+    3: [CLEANUP, FUSION, QUANT, GROUPS],
 }
 
 
@@ -66,8 +78,6 @@ def build_pipeline(opt_level: int, passes: Sequence[str] | None = None) -> list[
     return [FixedPoint(list(s.passes), max_iterations=s.rounds, name=s.name) for s in stages]
 
 
-def run_pipeline(
-    graph: Graph, ctx: PassContext, passes: Sequence[str] | None = None
-) -> PassResult:
+def run_pipeline(graph: Graph, ctx: PassContext, passes: Sequence[str] | None = None) -> PassResult:
     """Run the pipeline for ``ctx.opt_level`` (or the explicit `passes`) on `graph`."""
     return PassManager(build_pipeline(ctx.opt_level, passes)).run(graph, ctx)

@@ -354,9 +354,20 @@ def _try_rule(rule: Rule, node: Node, trace: RuleTrace | None) -> bool:
             new.type = old.type
     dead = [n for n in m.nodes.values() if n.graph is graph]
     _remove_dead(graph, dead)
+    _keep_name(node, replacement, builder.created)
     if trace is not None:
         trace.fired += 1
     return True
+
+
+def _keep_name(root: Node, replacement: Sequence[Value], created: list[Node]) -> None:
+    """A rewrite that replaces a named node by one new node hands the name over, so users
+    still find their layers by the names of their model (``exclude``, reports)."""
+    if root.graph is not None or not root.name or len(replacement) != 1:
+        return
+    producer = replacement[0].producer
+    if producer is not None and producer in created:
+        producer.name = root.name
 
 
 def _remove_dead(graph: Graph, candidates: Iterable[Node]) -> None:

@@ -29,7 +29,7 @@ RESULT_FIELDS = {
 }  # fmt: skip
 TABLE_HEADER = (
     "| model | config | median ms | p90 ms | ratio vs ORT | GFLOP/s | % of peak "
-    "| compile s | peak MiB | status |"
+    "| compile s | peak MiB | cosine vs ORT fp32 | status |"
 )
 MISSING = BenchConfig("lepton-missing", "lepton", {"backend": "no-such-backend"}, "never there")
 

@@ -40,6 +40,10 @@ class CompileReport:
             ``bytes_saved`` (intermediate tensor bytes that never leave the kernel).
         rule_traces: with rule tracing on, per pattern rule: how often it fired, or the best
             partial match and why it did not fire.
+        int8: with int8 quantization: the accuracy report as text (summary line, then one row
+            per layer, most sensitive first; see ``passes/quant/report.py``).
+        int8_layers: the same rows as dicts (``name``, ``op``, ``local_sqnr_db``,
+            ``sqnr_db``, ``cosine``, ``quantized``).
     """
 
     model_name: str
@@ -59,6 +63,8 @@ class CompileReport:
     kernels_before: int = 0
     kernels_after: int = 0
     fused_groups: list[dict[str, Any]] = field(default_factory=list)
+    int8: str = ""
+    int8_layers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total_seconds(self) -> float:
@@ -113,6 +119,8 @@ class CompileReport:
         if self.fused_groups:
             lines += ["", _group_table(self.fused_groups, self.kernels_before, self.kernels_after)]
         lines += ["", "fallbacks: " + (", ".join(self.fallbacks) if self.fallbacks else "none")]
+        if self.int8:
+            lines += ["", self.int8]
         if self.notes:
             lines += ["import notes:", *(f"  - {n}" for n in self.notes)]
         return "\n".join(lines)
@@ -124,12 +132,14 @@ def fused_groups_summary(graph: Graph) -> list[dict[str, Any]]:
     out = []
     for n in graph:
         if n.op == "lepton.Fused":
-            out.append({
-                "name": n.name,
-                "anchor": n.attrs.get("anchor"),
-                "epilogue": list(n.attrs.get("epilogue", [])),
-                "bytes_saved": int(n.meta.get("bytes_saved", 0)),
-            })
+            out.append(
+                {
+                    "name": n.name,
+                    "anchor": n.attrs.get("anchor"),
+                    "epilogue": list(n.attrs.get("epilogue", [])),
+                    "bytes_saved": int(n.meta.get("bytes_saved", 0)),
+                }
+            )
     return out
 
 

@@ -3,8 +3,10 @@
 Belongs in every cleanup pipeline, after shape folding and before fusion. Results larger than
 the ``fold_max_bytes`` option (default 4 MiB) are not folded unless they are no larger than the
 constants they replace, so folding never bloats the model (e.g. an `Expand` of a scalar to a
-big tensor stays an op). Random ops are never folded. Runs each op's reference kernel, the
-same semantics the interpreter uses.
+big tensor stays an op). Random ops are never folded. A DequantizeLinear of a quantized
+constant (int8/uint8/int32 weights and biases of a QDQ model) is kept: it is how quantized
+weights are spelled, and ``lower_qdq`` needs it (it folds the ones no integer op takes). Runs
+each op's reference kernel, the same semantics the interpreter uses.
 """
 
 from __future__ import annotations
@@ -31,9 +33,17 @@ class ConstantFoldingPass(NodePass):
     def visit(self, node: Node, ctx: PassContext) -> bool:
         return _try_fold(node, int(ctx.option("fold_max_bytes", DEFAULT_MAX_BYTES)))
 
+
+def _quantized_const(node: Node) -> bool:
+    x = node.inputs[0] if node.inputs else None
+    return x is not None and x.const is not None and np.asarray(x.const).dtype.kind in "iu"
+
+
 def _try_fold(node: Node, cap: int) -> bool:
     graph = node.graph
     if graph is None or node.op in NONDETERMINISTIC or node.subgraphs():
+        return False
+    if node.op == "DequantizeLinear" and _quantized_const(node):
         return False
     if not node.inputs or any(v is not None and v.const is None for v in node.inputs):
         return False  # ops without inputs (ConstantOfShape needs one; Range has three) stay

@@ -1,0 +1,1 @@
+"""Int8 quantization passes."""
