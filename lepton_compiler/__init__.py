@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import compile
+    from .export.qdq import quantize
     from .quantization import Int8Config
     from .runtime.artifact import load
     from .runtime.compiled_model import CompiledModel, TensorSpec
@@ -49,6 +50,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "TensorSpec": ("lepton_compiler.runtime.compiled_model", "TensorSpec"),
     "CompileReport": ("lepton_compiler.runtime.report", "CompileReport"),
     "Int8Config": ("lepton_compiler.quantization", "Int8Config"),
+    "quantize": ("lepton_compiler.export.qdq", "quantize"),
 }
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "__version__",
     "compile",
     "load",
+    "quantize",
 ]
 
 

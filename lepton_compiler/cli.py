@@ -253,6 +253,12 @@ def _add_compile_options(p: argparse.ArgumentParser, note: str = "") -> None:
         "||int8 - fp32|| / ||fp32|| on the first samples is at most ERROR (e.g. 0.05)",
     )
     q.add_argument(
+        "--int8-export",
+        metavar="FILE.onnx",
+        help="also write the quantized model as a QDQ ONNX model (standard QuantizeLinear/"
+        "DequantizeLinear ops; ONNX Runtime runs it)",
+    )
+    q.add_argument(
         "--int8-samples",
         type=int,
         default=256,
@@ -365,6 +371,19 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     print(_summary(args.model, path, model))
     if model.report.int8:
         print(model.report.int8 if args.report else model.report.int8.splitlines()[0])
+    if getattr(args, "int8_export", None):
+        from .export.qdq import quantize
+
+        shapes = dict(args.input_shapes) or None
+        quantize(
+            args.model,
+            _int8_config(args),
+            args.int8_export,
+            target=args.target,
+            simplify=args.simplify,
+            input_shapes=shapes,
+        )
+        print(f"wrote the int8 QDQ model to {args.int8_export}")
     if args.report:
         print()
         print(model.report)
@@ -503,8 +522,8 @@ def _compile(model_path: str, args: argparse.Namespace) -> Any:
 def _int8_config(args: argparse.Namespace) -> Any:
     """The `Int8Config` the int8 options ask for, or None without ``--int8``."""
     if not getattr(args, "int8", False):
-        if getattr(args, "calibrate", None):
-            raise LeptonError("--calibrate is used with --int8")
+        if getattr(args, "calibrate", None) or getattr(args, "int8_export", None):
+            raise LeptonError("--calibrate and --int8-export are used with --int8")
         return None
     if not args.calibrate:
         raise LeptonError(

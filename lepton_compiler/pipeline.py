@@ -32,6 +32,7 @@ class Stage:
 
 
 CLEANUP = Stage("cleanup", (
+    "qoperator_to_qdq",                  # pre-quantized QLinear*/…Integer ops -> QDQ form
     "dead_code_elimination",             # drop what nobody reads
     "identity_elimination",              # Identity, Dropout, x*1, x+0, cancelling Transposes
     "shape_folding",                     # Shape/Size/Gather(Shape) from static dims

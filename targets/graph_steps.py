@@ -17,7 +17,7 @@ __all__ = [
 ]  # fmt: skip
 
 #: Ops `model_flops` counts.
-FLOP_OPS = ("Conv", "MatMul", "Gemm")
+FLOP_OPS = ("Conv", "MatMul", "Gemm", "lepton.QConv", "lepton.QMatMul")
 #: Ops whose output is the input's memory under another shape (free in every executor).
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
@@ -107,7 +107,8 @@ def copy_out(x: Any) -> Any:
 
 def model_flops(node: Node) -> int:
     """FLOPs of the Conv/MatMul/Gemm ops in `node` (or in its body, for a fused group), from
-    static shapes; 0 where a shape is unknown."""
+    static shapes; 0 where a shape is unknown. The integer ops (``lepton.QConv``,
+    ``lepton.QMatMul``) count their multiply-adds the same way (int8 operations)."""
     if node.op == "lepton.Fused":
         return sum(model_flops(n) for n in node.attrs["body"])
     if node.op not in FLOP_OPS or not node.outputs:
@@ -115,8 +116,9 @@ def model_flops(node: Node) -> int:
     out = static_shape(node.outputs[0])
     if out is None:
         return 0
-    if node.op == "Conv":
-        w = static_shape(node.inputs[1] if len(node.inputs) > 1 else None)
+    if node.op in ("Conv", "lepton.QConv"):
+        w_index = 3 if node.op == "lepton.QConv" else 1
+        w = static_shape(node.inputs[w_index] if len(node.inputs) > w_index else None)
         return 2 * math.prod(out) * math.prod(w[1:]) if w is not None and len(w) >= 2 else 0
     a = static_shape(node.inputs[0] if node.inputs else None)
     if a is None or not a:

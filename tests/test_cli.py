@@ -105,7 +105,8 @@ def test_list_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--list-passes"]) == 0
     out = capsys.readouterr().out
     assert "constant_folding" in out and "Replace nodes whose inputs are all constants" in out
-    assert "-O1: cleanup: dead_code_elimination ->" in out and "fuse_groups" in out
+    assert "-O1: cleanup: qoperator_to_qdq -> dead_code_elimination ->" in out
+    assert "quantize: quantize_int8 -> lower_qdq" in out and "fuse_groups" in out
 
 
 def test_passes_and_disable_pass(

@@ -44,6 +44,8 @@ def test_int8_from_npz(
             "--int8-method",
             "minmax",
             "--report",
+            "--int8-export",
+            str(tmp_path / "mlp.qdq.onnx"),
         ]
     )
     captured = capsys.readouterr()
@@ -52,6 +54,7 @@ def test_int8_from_npz(
         captured.out
     )
     assert "alone dB" in captured.out  # the per-layer table with --report
+    assert (tmp_path / "mlp.qdq.onnx").exists() and "wrote the int8 QDQ model" in captured.out
     loaded = lepton_compiler.load(out)
     assert any(
         n.op == "lepton.QMatMul"
@@ -72,7 +75,9 @@ def test_calibrate_without_int8_is_an_error(
     model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = cli.main([str(model_path), "-o", str(tmp_path / "out"), "--calibrate", "x.npz"])
-    assert_clean_error(code, capsys.readouterr().err, "--calibrate is used with --int8")
+    assert_clean_error(
+        code, capsys.readouterr().err, "--calibrate and --int8-export are used with --int8"
+    )
 
 
 def test_bad_calibration_file_is_one_clear_error(

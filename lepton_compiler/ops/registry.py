@@ -100,6 +100,7 @@ def _ensure_families() -> None:
     if not _loaded:
         _loaded = True
         from . import composite, control, fused, math, nn, quant, reduce, tensor  # noqa: F401
+        from .quant_ms import MS_DOMAIN  # noqa: F401  (defines the com.microsoft ops)
 
 
 def lookup(domain: str, op_type: str) -> OpDef | None:
