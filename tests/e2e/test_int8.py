@@ -91,3 +91,24 @@ def test_mnist_int8_within_half_a_point() -> None:
     base, got = top1(fp32), top1(int8)
     assert base == pytest.approx(98.91, abs=0.01)
     assert abs(got - base) <= 0.5, (base, got)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "bert_tiny", "mlp"])
+def test_benchmark_builders_int8_cosine(name: str) -> None:
+    """The benchmark model builders (random weights, random inputs): int8 outputs keep a
+    cosine similarity of at least 0.99 to fp32, every layer quantized."""
+    from benchmarks.models import MODELS
+    from benchmarks.runner import input_specs, make_inputs
+
+    model = MODELS[name]()
+    specs = input_specs(model)
+    samples = [make_inputs(specs, seed=s) for s in range(1, 5)]
+    data = model.SerializeToString()
+    fp32 = lepton_compiler.compile(data)
+    int8 = lepton_compiler.compile(data, quantize=Int8Config(calibration=samples, method="minmax"))
+    rows = int8.report.int8_layers
+    assert rows and all(r["quantized"] for r in rows)
+    x = make_inputs(specs, seed=0)
+    a = np.concatenate([v.ravel() for v in fp32.run(x).values()]).astype(np.float64)
+    b = np.concatenate([v.ravel() for v in int8.run(x).values()]).astype(np.float64)
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.99
