@@ -117,6 +117,8 @@ def combined_scale(x_scale: Any, w_scale: Any, channels: int) -> np.ndarray:
 
 
 def _centered(x: Any, zero_point: Any) -> np.ndarray:
+    if zero_point is None:
+        return np.asarray(x).astype(np.float64)
     zp = np.asarray(zero_point).reshape(()).astype(np.float64)
     return np.asarray(x).astype(np.float64) - zp
 

@@ -15,7 +15,11 @@ shape ``[C, 1, 1]`` becomes ``b[0, oc, 0]``. An operand whose broadcast pattern 
 merged dimension (``[1, 1, H, 1]`` over a conv's pixels) is refused with `LoweringError`.
 
 Scalars (size-1 constants) become named float32 constants of the module (`emit.Constants`).
-All values are float32; only ``Cast`` may read another numeric dtype (it converts).
+All values are float32; only ``Cast`` and ``DequantizeLinear`` may read another numeric dtype
+(they convert). ``QuantizeLinear`` (constant scalar scale and zero point: round half to even,
+add the zero point, saturate to uint8/int8) yields an integer that the template's store
+converts; a group whose output is uint8/int8 is taken only by templates that store
+integers (``Chain.plan(..., int_output=True)``, the integer templates).
 """
 
 from __future__ import annotations
@@ -121,6 +125,31 @@ def _variadic(fn: str) -> Writer:
     return write
 
 
+#: Saturation bounds of QuantizeLinear outputs.
+_Q_RANGE = {DType.UINT8: (0.0, 255.0), DType.INT8: (-128.0, 127.0)}
+
+
+def _quantize(n: Node, a: list[str | None], c: Constants, k: list[np.ndarray | None]) -> str:
+    """``saturate(rint(x / scale) + zero_point)`` as ONNX's reference computes it (a float32
+    division, round half to even), written as ``round(clamp(x / scale)) + zero_point``: the
+    bounds are integers, so clamping before rounding saturates the same, and ``round`` of a
+    float is ``llvm.rint`` on CPUs and ``llrint`` on CUDA (NumPy's ``rint`` has no CUDA
+    lowering). The value is an int64 the template stores into uint8/int8."""
+    lo, hi = _Q_RANGE[_dtype(n.outputs[0])]  # type: ignore[index]
+    zp_value = k[2] if len(k) > 2 else None
+    zp = int(np.asarray(zp_value).reshape(())) if zp_value is not None else 0
+    q = f"round(min(max({a[0]} / {a[1]}, {c(lo - zp)}), {c(hi - zp)}))"
+    return f"{q} + {zp}" if zp else q
+
+
+def _dequantize(n: Node, a: list[str | None], c: Constants, k: list[np.ndarray | None]) -> str:
+    """``(float32(x) - zero_point) * scale``, in float32 as ONNX's reference computes it."""
+    x = f"np.float32({a[0]})"
+    if len(a) > 2 and a[2] is not None:
+        x = f"({x} - {a[2]})"
+    return f"{x} * {a[1]}"
+
+
 def _cast(n: Node, a: list[str | None], c: Constants, k: list[np.ndarray | None]) -> str:
     if int(n.attrs.get("to", 0)) != 1:  # TensorProto.FLOAT
         raise LoweringError(f"{n.name}: Cast to a type other than float32")
@@ -156,7 +185,15 @@ OPS: dict[str, Writer] = {
     "lepton.Gelu": _gelu,
     "lepton.SiLU": lambda n, a, c, k: f"{a[0]} / ({c(1.0)} + math.exp(-{a[0]}))",
     "Cast": _cast,
+    "QuantizeLinear": _quantize,
+    "DequantizeLinear": _dequantize,
 }
+
+#: Ops whose inputs after the first must be constant scalars (per-tensor quantization).
+_SCALAR_PARAMS = ("QuantizeLinear", "DequantizeLinear")
+
+#: Ops that may read an operand of another numeric dtype (they convert it to float32).
+_CONVERTING = ("Cast", "DequantizeLinear")
 
 #: Dtypes a Cast in a chain may read (those Numba has).
 _CAST_FROM = frozenset(
@@ -257,6 +294,19 @@ def merged_shape(
     return tuple(merged)
 
 
+def _constant_scalars(
+    fused: Node, inputs: dict[Value, int], values: Sequence[Value | None]
+) -> bool:
+    """Every present value is a group input whose outer value is a size-1 constant."""
+    for v in values:
+        if v is None:
+            continue
+        outer = fused.inputs[inputs[v]] if v in inputs else None
+        if outer is None or outer.const is None or np.size(outer.const) != 1:
+            return False
+    return True
+
+
 # -- the chain -------------------------------------------------------------------------------
 
 
@@ -289,6 +339,7 @@ class Chain:
         anchor_ops: Sequence[str] | None,
         groups: Callable[[tuple[int, ...], list[tuple[int, ...]]], list[list[int]]] | None = None,
         skip_inputs: Sequence[int] = (),
+        int_output: bool = False,
     ) -> Chain:
         """Check the group and decide how its operands are indexed.
 
@@ -300,10 +351,14 @@ class Chain:
                 operand shapes (default: one group per output dim).
             skip_inputs: fused-node inputs the anchor reads that the chain must not take as
                 operands (they are the anchor's parameters).
+            int_output: the template stores the chain's value into a uint8/int8 output (the
+                group ends in a QuantizeLinear); otherwise such a group is refused.
 
         Raises:
-            LoweringError: an op is not in `OPS`, a value is not float32, the group has
-                several outputs, or an operand's broadcast cannot be indexed.
+            LoweringError: an op is not in `OPS`, a value is not float32 (but a
+                QuantizeLinear's uint8/int8), a Quantize/DequantizeLinear with a scale or zero
+                point that is not a constant scalar, the group has several outputs, or an
+                operand's broadcast cannot be indexed.
         """
         body: Graph = fused.attrs["body"]
         nodes = list(body)
@@ -326,8 +381,13 @@ class Chain:
         for n in nodes:
             if n.op not in OPS or n.subgraphs() or len(n.outputs) != 1:
                 raise LoweringError(f"{fused.name}: no Numba template for {n.op} in an epilogue")
-            if _dtype(n.outputs[0]) != F32:
+            out_dt = _dtype(n.outputs[0])
+            if out_dt != F32 and not (n.op == "QuantizeLinear" and out_dt in _Q_RANGE):
                 raise LoweringError(f"{fused.name}: {n.op} does not produce float32")
+            if n.op in _SCALAR_PARAMS and not _constant_scalars(fused, inputs, n.inputs[1:]):
+                raise LoweringError(
+                    f"{fused.name}: {n.op} needs a constant scalar scale and zero point"
+                )
             if static_shape(n.outputs[0]) != out_shape:
                 raise LoweringError(f"{fused.name}: {n.op} changes the shape inside the chain")
             for v in n.inputs:
@@ -339,12 +399,17 @@ class Chain:
                 if const is not None and np.size(const) == 1 and n.op != "Cast":
                     scalars[v] = float(np.asarray(const).reshape(()))
                     continue
-                if _dtype(v) != F32 and (n.op != "Cast" or _dtype(v) not in _CAST_FROM):
+                if _dtype(v) != F32 and (n.op not in _CONVERTING or _dtype(v) not in _CAST_FROM):
                     raise LoweringError(f"{fused.name}: {n.op} reads a {_dtype(v)} value")
                 if idx in skip_inputs:
                     raise LoweringError(f"{fused.name}: the epilogue reads an anchor input")
                 if all(i != idx for i, _ in arrays):
                     arrays.append((idx, v))
+        if _dtype(last.outputs[0]) != F32 and not int_output:
+            raise LoweringError(
+                f"{fused.name}: the group's output is {_dtype(last.outputs[0])}; this template "
+                "stores float32 only"
+            )
         shapes = [static_shape(v) for _, v in arrays]
         merged = groups(out_shape, shapes) if groups else [[d] for d in range(len(out_shape))]
         operands = []
@@ -363,6 +428,14 @@ class Chain:
     @property
     def ops(self) -> list[str]:
         return [n.op for n in self.nodes]
+
+    @property
+    def out_dtype(self) -> str:
+        """The NumPy dtype name of the group's output (``"uint8"``/``"int8"`` after a final
+        QuantizeLinear, else ``"float32"``)."""
+        last = self.nodes[-1] if self.nodes else self.anchor
+        dt = _dtype(last.outputs[0]) if last is not None else None
+        return np.dtype(dt.numpy).name if dt is not None else "float32"
 
     def lines(
         self,

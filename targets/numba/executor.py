@@ -271,12 +271,15 @@ class StaticExecutor:
 
     def _materialize(self) -> None:
         """Turn every kernel step's plan into its argument arrays."""
-        need = max(
+        need = max(  # per kernel, its scratch buffers side by side (64-byte aligned)
             (
-                math.prod(s) * np.dtype(d).itemsize
+                sum(
+                    -(-math.prod(w[0]) * np.dtype(w[1]).itemsize // 64) * 64
+                    for k, w in plan
+                    if k == "scratch"
+                )
                 for plan in self._plans
                 if plan
-                for kind, (s, d) in ((k, w) for k, w in plan if k == "scratch")
             ),
             default=0,
         )
@@ -537,5 +540,3 @@ def _as_group(node: Node) -> tuple[Node, list[Value]] | None:
     if len(node.outputs) == 1 and not node.subgraphs() and node.op in lone_ops():
         return _wrap_single(node)
     return None
-
-

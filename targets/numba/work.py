@@ -27,6 +27,7 @@ __all__ = ["SMALL_WORK", "model_flops", "work"]
 #: 13.0 / 12.8 / 13.2 ms, BERT-base 212 / 195 / 208 ms (its attention is 50 MFLOP).
 SMALL_WORK = 32_000_000
 
+
 def work(node: Node) -> int:
     """The node's work: its Conv/MatMul/Gemm/attention FLOPs, else 8 per output element."""
     flops = model_flops(node)

@@ -49,7 +49,6 @@ __all__ = ["CudaExecutor", "StaticCudaExecutor"]
 #: Ops that only reinterpret their first input's memory with another (static) shape.
 
 
-
 @dataclass(eq=False)
 class _Buf:
     """A planned device buffer: written at step `first`, read last at step `last`."""
@@ -539,5 +538,3 @@ def _as_group(node: Node) -> tuple[Node, list[Value]] | None:
     if len(node.outputs) == 1 and not node.subgraphs() and node.op in lone_ops():
         return _wrap_single(node)
     return None
-
-

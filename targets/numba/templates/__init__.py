@@ -45,6 +45,8 @@ __all__ = ["TEMPLATES", "KernelSource", "lone_ops", "plan_group", "template_for"
 TEMPLATES: tuple[str, ...] = (
     "conv",
     "dense",
+    "qconv",
+    "qdense",
     "pool",
     "norm",
     "attention",

@@ -27,7 +27,9 @@ def plan(fused: Node, tiles: int = 1) -> KernelSource:
         LoweringError: an op has no entry in `epilogue.OPS`, or an operand's broadcast
             cannot be indexed.
     """
-    chain = Chain.plan(fused, None, groups=lambda out, shapes: _groups(out, shapes))
+    chain = Chain.plan(
+        fused, None, groups=lambda out, shapes: _groups(out, shapes), int_output=True
+    )
     if not chain.out_shape or 0 in chain.out_shape:
         raise LoweringError(f"{fused.name}: scalar or empty outputs have no template")
     out_shape = tuple(_prod(chain.out_shape, g) for g in chain.groups)
@@ -39,7 +41,8 @@ def plan(fused: Node, tiles: int = 1) -> KernelSource:
     code(f"out[{', '.join(names)}] = {value}")
     params = [op.name for op in chain.operands]
     doc = [
-        f"Element-wise chain {' -> '.join(chain.ops)} over float32{list(chain.out_shape)}.",
+        f"Element-wise chain {' -> '.join(chain.ops)} over "
+        f"{chain.out_dtype}{list(chain.out_shape)}.",
         "",
         f"Loop nest over the merged shape {list(out_shape)}; operands: "
         + (", ".join(f"{op.name}{list(op.shape)}" for op in chain.operands) or "none")
@@ -53,7 +56,7 @@ def plan(fused: Node, tiles: int = 1) -> KernelSource:
         param_shapes=[op.shape for op in chain.operands],
         param_dtypes=[op.dtype for op in chain.operands],
         output_shapes=[out_shape],
-        output_dtypes=["float32"],
+        output_dtypes=[chain.out_dtype],
         ops=chain.ops,
     )
 
