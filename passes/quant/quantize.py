@@ -252,6 +252,16 @@ def quantize_graph(
     values = list(dict.fromkeys(lay.activation.name for lay in layers))
     recorder = _Recorder(calibration_samples(config, graph), int(config.eval_samples))
     show = bool(progress if config.progress is None else config.progress)
+    limit = int(config.samples)
+    src = config.calibration
+    if _is_paths(src):
+        from .data import count_samples
+
+        paths = [src] if isinstance(src, (str, os.PathLike)) else list(src)  # type: ignore[list-item]
+        shapes = {v.name: (list(v.shape) if v.shape is not None else None) for v in graph.inputs}
+        limit = min(limit, count_samples(paths, [v.name for v in graph.inputs], shapes))
+    elif hasattr(src, "__len__"):
+        limit = max(1, min(limit, len(src)))  # type: ignore[arg-type]
     observers = collect_ranges(
         graph,
         itertools.islice(recorder, int(config.samples)),
@@ -260,7 +270,7 @@ def quantize_graph(
         percentile=config.percentile,
         num_bins=config.num_bins,
         progress=show,
-        limit=int(config.samples),
+        limit=limit,
     )
     report.samples = recorder.seen
     qmin, qmax = GRIDS[act]
