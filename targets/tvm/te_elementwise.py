@@ -15,6 +15,12 @@ in [-12, 12], and checked in the tests): exp 8.5e-8 relative, erf 3.3e-7 absolut
 absolute, sigmoid 1.2e-7 relative.
 Log, powers with a non-trivial constant exponent and Softplus keep the (scalar, exact) libm
 calls: they are rare in GEMM epilogues.
+
+Quantization: ``QuantizeLinear`` and ``DequantizeLinear`` with a constant scalar scale and
+zero point are in the unary table, so an integer kernel's epilogue can requantize in its
+store. They change the dtype (float32 -> uint8/int8 and back) and compute exactly what
+ONNX's reference does: ``saturate(rint(x / scale) + zp)`` (true division, round half to
+even) and ``(float(x) - float(zp)) * scale``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from lepton_compiler.ir import Node, Value
 
 __all__ = [
     "BINARY_OPS",
+    "QUANT_RANGES",
     "UNARY_OPS",
     "ConstFn",
     "binary_builder",
@@ -220,6 +227,47 @@ def _gelu(node: Node, const: ConstFn) -> Unary:
     return lambda v: gelu(v, str(approximate))
 
 
+#: The integer range of each quantized dtype.
+QUANT_RANGES: dict[str, tuple[int, int]] = {"uint8": (0, 255), "int8": (-128, 127)}
+
+
+def _scale_and_zero_point(node: Node, const: ConstFn) -> tuple[float, int] | None:
+    """A Quantize/DequantizeLinear node's scalar scale and zero point (0 when absent), or None
+    when either is not a constant scalar or the node is blocked."""
+    if int(node.attr("block_size", 0) or 0) != 0:
+        return None
+    scale = _scalar(const(node.inputs[1] if len(node.inputs) > 1 else None))
+    zp_v = node.inputs[2] if len(node.inputs) > 2 else None
+    zp = 0.0 if zp_v is None else _scalar(const(zp_v))
+    if scale is None or zp is None:
+        return None
+    return scale, int(zp)
+
+
+def _quantize(node: Node, const: ConstFn) -> Unary | None:
+    sz = _scale_and_zero_point(node, const)
+    dtype = node.outputs[0].dtype.value if node.outputs and node.outputs[0].dtype else ""
+    if sz is None or dtype not in QUANT_RANGES:
+        return None
+    scale, zp = sz
+    lo, hi = QUANT_RANGES[dtype]
+
+    def quantize(v: Expr) -> Expr:
+        q = tirx.nearbyint(v / _c(scale)) + _c(zp)  # round half to even, as np.rint
+        return tirx.Cast(dtype, tirx.min(tirx.max(q, _c(lo)), _c(hi)))
+
+    return quantize
+
+
+def _dequantize(node: Node, const: ConstFn) -> Unary | None:
+    sz = _scale_and_zero_point(node, const)
+    out = node.outputs[0].dtype.value if node.outputs and node.outputs[0].dtype else ""
+    if sz is None or out != F32:
+        return None
+    scale, zp = sz
+    return lambda v: (tirx.Cast(F32, v) - _c(zp)) * _c(scale)
+
+
 def _simple(fn: Unary) -> Callable[[Node, ConstFn], Unary]:
     return lambda node, const: fn
 
@@ -251,6 +299,8 @@ UNARY_OPS: dict[str, Callable[[Node, ConstFn], Unary | None]] = {
     "HardSigmoid": _hard_sigmoid,
     "HardSwish": _hard_swish,
     "Softplus": _softplus,
+    "QuantizeLinear": _quantize,
+    "DequantizeLinear": _dequantize,
 }
 
 #: Binary ops with numpy broadcasting: op -> ``(a, b) -> expr``.

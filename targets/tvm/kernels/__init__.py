@@ -38,6 +38,8 @@ __all__ = ["FAMILIES", "KernelPlan", "family_for", "lone_ops", "plan_group"]
 
 #: Family modules, in lookup order (the first whose ``ANCHORS`` holds the anchor wins).
 FAMILIES: tuple[str, ...] = (
+    "qconv",
+    "qdense",
     "conv",
     "elementwise",
     "dense",

@@ -1,0 +1,656 @@
+"""x86 int8 convolution (``lepton.QConv``) with its float epilogue, written directly as TIR.
+
+Vectors run over output *positions*: an int32x16 accumulator holds 16 consecutive output
+positions of one output channel, and one ``vpdpbusd`` adds, to each of them, the dot product
+of four input channels (unsigned bytes, one int32 per position) with the four matching
+weights of the channel (signed bytes, broadcast). The output is NCHW, so a vector of
+positions is stored as it is, with the whole epilogue applied on the way.
+
+Two parallel stages:
+
+1. *repack*: the input (uint8, or int8 shifted by 128 so it reads as uint8) becomes
+   ``xr[n, c4, phase, r * Wq + q]`` — one int32 holding input channels ``4 c4 .. 4 c4 + 3``
+   of the padded input at row ``r * sh + ph``, column ``q * sw + pw`` (the stride phases of
+   the fp32 conv family, `te_ops.conv2d_nchw`). Padding and channels past C read the
+   activations' zero point; the packed weights of those channels are 0, so the zero-point
+   compensation stays exact. Every kernel tap then reads a contiguous run of ``xr``.
+2. *conv*: a task is (image, block of ``R`` output channels, ``TR`` output rows); its output
+   positions are flattened as ``p = row * Wq + column`` (the columns ``>= Wo`` are
+   computed and dropped) and rounded up to ``V`` vectors: ``R x V`` accumulators stay in zmm
+   registers through the reduction over ``(c4, kh, kw)``; each step loads ``V`` activation
+   vectors, broadcasts ``R`` weight words and issues ``R x V`` ``vpdpbusd``. The store
+   converts ``acc + bias - zp * sum(w)`` to float32, multiplies by
+   ``float32(x_scale) * float32(w_scale[m])`` (`lepton_compiler.ops.quant.combined_scale`)
+   and runs the epilogue (`QEpilogue`) per output row, in whole vectors plus a tail.
+   Convs without dropped columns (``Wq == Wo``) use *flat* tiles instead: ``16 V``
+   consecutive output positions whatever rows they span, stored straight from the
+   accumulators.
+
+Direct convs (1x1, stride 1, unpadded; half of ResNet-50's work) with flat tiles *fuse* the
+repack: a task is (image, position tile); it repacks its positions of every channel group
+into a local buffer, then runs every channel block on it, so the repacked activations never
+travel through memory (measured 1.1-1.6x faster on ResNet-50's 1x1 layers of 56x56-14x14).
+
+Weights are packed at compile time (`pack_weights`) as ``[M / R, C4 * KH * KW, R]`` int32
+words (four int8 each), and their per-channel sums (`weight_sums`) are a second parameter
+made from the same constant. On a target without VNNI, `vnni.dot4_generic` replaces the
+instruction (plain int32 arithmetic: correct, several times slower).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tvm import tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+
+from ..vnni import dot4_generic, vpdpbusd
+
+__all__ = [
+    "LANES",
+    "Operand",
+    "QConvTile",
+    "QConvWorkload",
+    "QEpilogue",
+    "choose_qconv_tile",
+    "operand_offset",
+    "pack_weights",
+    "qconv_func",
+    "store_row",
+    "weight_sums",
+]
+
+#: int32 lanes of a zmm accumulator (16 output positions).
+LANES = 16
+#: zmm registers a tile may use: its accumulators, the operand vectors kept live across them
+#: (``min(r, v)``) and one more must fit in 30 of the 32, or LLVM spills accumulators in the
+#: reduction loop (measured: 3x3/2 512->512 on 14x14 with 14x2 accumulators, 31 registers,
+#: ran 1.4x slower than 8x2 or 6x4).
+VECTOR_REGISTERS = 30
+#: Accumulators per register tile at most.
+MAX_ACC = 28
+
+Expr = Any  # tirx.PrimExpr
+
+
+# -- the epilogue -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A tensor the epilogue reads: its shape right-aligned to the output's logical shape
+    (every dim 1 or the output's) and its dtype."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        """Elements of the flat buffer the kernel declares."""
+        return math.prod(self.shape)
+
+
+def operand_offset(shape: Sequence[int], out_shape: Sequence[int], idx: Sequence[Expr]) -> Expr:
+    """Flat offset, in a row-major tensor of `shape` broadcast to `out_shape` (right-aligned,
+    size-1 dims read at 0), of the element at the logical output index `idx`."""
+    full = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    terms: list[Expr] = []
+    stride = 1
+    for d in range(len(out_shape) - 1, -1, -1):
+        if full[d] != 1:
+            terms.append(idx[d] * stride if stride != 1 else idx[d])
+            stride *= full[d]
+    if not terms:
+        return tirx.const(0, "int32")
+    off = terms[0]
+    for t in terms[1:]:
+        off = off + t
+    return off
+
+
+Loader = Callable[[tuple[Expr, ...]], Expr]
+
+
+@dataclass(frozen=True)
+class QEpilogue:
+    """The float epilogue of an integer group.
+
+    Attributes:
+        out_shape: the logical output shape that indices refer to (``[N, M, Ho, Wo]`` for a
+            conv, ``[rows, N]`` for a matrix product).
+        operands: the side tensors read, in kernel-parameter order.
+        output_dtypes: one dtype per group output (float32, uint8 or int8).
+        fn: ``(y, idx, loads) -> [expr per output]``: ``y`` is the integer op's float32
+            value at ``idx``; ``loads[i](idx)`` reads operand ``i``.
+        key: what determines the generated code (part of the kernel cache key).
+    """
+
+    out_shape: tuple[int, ...]
+    operands: tuple[Operand, ...]
+    output_dtypes: tuple[str, ...]
+    fn: Callable[[Expr, tuple[Expr, ...], list[Loader]], list[Expr]]
+    key: tuple[Any, ...]
+
+    def exprs(self, y: Expr, idx: tuple[Expr, ...], bufs: Sequence[Any]) -> list[Expr]:
+        """Every output's expression at `idx`, operand ``i`` read from ``bufs[i]``."""
+        loads: list[Loader] = [
+            (lambda ix, b=b, op=op: b[operand_offset(op.shape, self.out_shape, ix)])
+            for b, op in zip(bufs, self.operands, strict=True)
+        ]
+        return self.fn(y, idx, loads)
+
+
+def store_row(
+    width: int,
+    value: Callable[[Expr], Expr],
+    store: Callable[[Expr, Expr], None],
+) -> None:
+    """Emit ``store(col, value(col))`` for ``col`` in ``[0, width)``: whole vectors of
+    `LANES` (unrolled when few), then one vectorized tail."""
+    full = width // LANES
+    if full:
+        loop = T.unroll if full <= 8 else T.serial
+        with loop(0, full) as j, T.vectorized(0, LANES) as lane:
+            col = j * LANES + lane
+            store(col, value(col))
+    tail = width % LANES
+    if tail:
+        with T.vectorized(0, tail) as lane:
+            col = full * LANES + lane
+            store(col, value(col))
+
+
+# -- the workload and its tile ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QConvWorkload:
+    """Everything that determines the integer part of a QConv kernel.
+
+    Attributes:
+        n, c, h, w: input shape (NCHW).
+        m, kh, kw: output channels and kernel size.
+        strides, pads (top, left, bottom, right), dilations: Conv's attributes.
+        signed: the activations are int8 (shifted by 128 into uint8 by the repack).
+        has_bias: an int32 bias input is present.
+        per_channel: the weight scale is ``[M]`` (else a scalar).
+    """
+
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int
+    kh: int
+    kw: int
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilations: tuple[int, int]
+    signed: bool
+    has_bias: bool
+    per_channel: bool
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """Output height and width."""
+        (sh, sw), (dh, dw) = self.strides, self.dilations
+        hp = self.h + self.pads[0] + self.pads[2]
+        wp = self.w + self.pads[1] + self.pads[3]
+        return (hp - dh * (self.kh - 1) - 1) // sh + 1, (wp - dw * (self.kw - 1) - 1) // sw + 1
+
+    @property
+    def phase_hw(self) -> tuple[int, int]:
+        """Height and width of one stride phase of the padded input (``Hq``, ``Wq``)."""
+        sh, sw = self.strides
+        hp = self.h + self.pads[0] + self.pads[2]
+        wp = self.w + self.pads[1] + self.pads[3]
+        return -(-hp // sh), -(-wp // sw)
+
+    @property
+    def c4(self) -> int:
+        """Groups of four input channels (the last one zero-padded)."""
+        return -(-self.c // 4)
+
+    @property
+    def phases(self) -> list[tuple[int, int]]:
+        """The stride phases some tap reads, in slot order (one for a 1x1 strided conv)."""
+        (sh, sw), (dh, dw) = self.strides, self.dilations
+        need = {((i * dh) % sh, (j * dw) % sw) for i in range(self.kh) for j in range(self.kw)}
+        return sorted(need)
+
+    def tap(self, i: int, j: int) -> tuple[int, int]:
+        """(phase slot, offset in the flattened phase) that kernel tap ``(i, j)`` reads for
+        output position 0."""
+        (sh, sw), (dh, dw) = self.strides, self.dilations
+        slot = self.phases.index(((i * dh) % sh, (j * dw) % sw))
+        return slot, (i * dh) // sh * self.phase_hw[1] + (j * dw) // sw
+
+    @property
+    def direct(self) -> bool:
+        """A 1x1, stride-1, unpadded conv: output positions are input positions."""
+        return (self.kh, self.kw, self.strides, self.pads) == (1, 1, (1, 1), (0, 0, 0, 0))
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the convolution."""
+        ho, wo = self.out_hw
+        return self.n * self.m * ho * wo * self.c * self.kh * self.kw
+
+
+@dataclass(frozen=True)
+class QConvTile:
+    """The register tile: ``r`` output channels x ``v`` vectors of 16 flattened positions,
+    covering ``tr`` output rows (``tr * Wq <= 16 v``); ``tr = 0`` (*flat*, only for convs
+    without dropped columns, ``Wq == Wo``) covers ``16 v`` consecutive output positions
+    whatever rows they lie in, so no row pads a tile. ``chunks > 1`` (with ``tr = 1``)
+    splits each output row into that many tiles of ``16 v`` columns (rows longer than the
+    register tile: more channels per tile). ``fused`` (flat tiles of direct convs: 1x1,
+    stride 1, unpadded) repacks each tile's activations inside its task instead of in a
+    separate stage (see `qconv_func`)."""
+
+    r: int
+    v: int
+    tr: int
+    fused: bool = False
+    chunks: int = 1
+
+    def tiles(self, wl: QConvWorkload) -> int:
+        """Position tiles per image and channel block."""
+        ho, wo = wl.out_hw
+        if self.tr == 0:
+            return -(-ho * wo // (LANES * self.v))
+        return -(-ho // self.tr) * self.chunks
+
+    def origin(self, wl: QConvWorkload, rb: Expr) -> Expr:
+        """The flattened position (``row * Wq + column``) where tile `rb` starts."""
+        wq = wl.phase_hw[1]
+        if self.tr == 0:
+            return rb * (LANES * self.v)
+        if self.chunks > 1:
+            return rb // self.chunks * wq + rb % self.chunks * (LANES * self.v)
+        return rb * (self.tr * wq)
+
+
+def choose_qconv_tile(wl: QConvWorkload, threads: int = 2) -> QConvTile:
+    """Pick ``(r, v, tr)`` for the workload.
+
+    Scored on: work wasted on dropped columns, rows past the output and channels past M;
+    at least 12 accumulators (``vpdpbusd``'s latency times its throughput); more channels
+    (each activation vector, a 64-byte load, feeds ``r`` instructions: Zen 4 loads one zmm
+    per cycle, as many as it issues ``vpdpbusd``); flat tiles over row tiles (no staging
+    copy, whole-vector stores); enough tasks for the threads; then more accumulators. Tiles
+    whose accumulators plus live operands exceed `VECTOR_REGISTERS` are never considered
+    (measured: they spill and run 2-4x slower).
+
+    Measured (2 threads, Zen 4 under other load, median of per-round time ratios): 1x1
+    128->512 on 28x28, flat 12x2 or 8x3 0.55x the time of rows 3x7; 1x1 512->2048 on 7x7,
+    flat 16x1 or 12x2 0.83x rows 14x2; 3x3 64->64 on 56x56, rows 4x4, 6x4 and 3x8 equal;
+    3x3 256->256 on 14x14, rows 8x2, 13x2 and 16x1 equal.
+    """
+    ho, wo = wl.out_hw
+    wq = wl.phase_hw[1]
+    shapes: list[tuple[int, int]] = []  # (tr, v)
+    for tr in range(1, ho + 1):
+        v = -(-tr * wq // LANES)
+        if v > MAX_ACC:
+            break
+        shapes.append((tr, v))
+    if wq == wo:
+        shapes += [(0, v) for v in range(1, MAX_ACC + 1)]
+    # rows of more than two vectors may also be split into chunks of v >= 2 vectors (-v
+    # below; measured on the 7x7/2 stem: chunks of 2 vectors x 8 channels 0.9x the time of
+    # whole rows of 8 vectors x 3 channels, chunks of 1 vector x 16 channels 1.35x)
+    shapes += [(1, -v) for v in range(2, -(-wo // LANES))]
+    # row tiles go through a staging copy and store each row as whole vectors plus a tail
+    store_eff = 1.0 - 0.3 * (1.0 - wo / (LANES * -(-wo // LANES)))
+    # Kernels of many taps (the 7x7 stem) need more registers around the tile: measured
+    # there, 12x2 accumulators ran 1.9x slower than 10x2 or 8x2.
+    budget = VECTOR_REGISTERS - (6 if wl.kh * wl.kw > 9 else 0)
+    best: tuple[float, QConvTile] | None = None
+    for tr, sv in shapes:
+        v, chunks = abs(sv), (-(-wo // (LANES * -sv)) if sv < 0 else 1)
+        for r in range(1, 17):
+            if r * v > MAX_ACC or r * v + min(r, v) + 1 > budget:
+                break
+            tile = QConvTile(r, v, tr, chunks=chunks)
+            mpad = -(-wl.m // r) * r
+            tiles = tile.tiles(wl)
+            useful = (ho * wo * wl.m) / (tiles * LANES * v * mpad)
+            acc = r * v
+            tasks = wl.n * (mpad // r) * tiles
+            score = (
+                useful
+                * min(1.0, acc / 12)
+                * min(1.0, r / 3)
+                * (1.0 - 0.5 / r)
+                * (store_eff if tr and chunks == 1 else 1.0)
+                * min(1.0, tasks / (4 * threads))
+                * (1.0 + 0.004 * acc)
+            )
+            if best is None or score > best[0] + 1e-9:
+                best = (score, tile)
+    assert best is not None
+    tile = best[1]
+    local_bytes = wl.c4 * LANES * tile.v * 4  # a task's repacked activations (on its stack)
+    if (
+        tile.tr == 0
+        and wl.direct
+        and wl.n * tile.tiles(wl) >= 4 * threads
+        and local_bytes <= 1 << 17
+    ):
+        tile = QConvTile(tile.r, tile.v, 0, fused=True)
+    return tile
+
+
+# -- packing (NumPy, at compile time) -------------------------------------------------------------
+
+
+def pack_weights(w: np.ndarray, wl: QConvWorkload, r: int) -> np.ndarray:
+    """OIHW int8 weights as ``[ceil(M / r), C4 * KH * KW, r]`` int32 words, each holding
+    the weights of four consecutive input channels (little-endian bytes); channels past C
+    and M are 0."""
+    m, c, kh, kw = wl.m, wl.c, wl.kh, wl.kw
+    mb = -(-m // r)
+    full = np.zeros((mb * r, wl.c4 * 4, kh, kw), np.int8)
+    full[:m, :c] = np.asarray(w, np.int8).reshape(m, c, kh, kw)
+    # [mb, r, c4, 4, kh, kw] -> [mb, c4, kh, kw, r, 4]
+    t = full.reshape(mb, r, wl.c4, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+    return np.ascontiguousarray(t).view(np.int32).reshape(mb, wl.c4 * kh * kw, r)
+
+
+def weight_sums(w: np.ndarray, channels: int) -> np.ndarray:
+    """Per-output-channel sums of the int8 weights (the zero-point compensation's factor),
+    int32, zero-padded to `channels`."""
+    w = np.asarray(w)
+    s = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+    out = np.zeros(channels, np.int32)
+    out[: s.size] = s.astype(np.int32)
+    return out
+
+
+# -- the kernel ---------------------------------------------------------------------------------
+
+
+def _rows_needed(wl: QConvWorkload, tile: QConvTile) -> int:
+    """Rows of each repacked phase: enough for the last tile's reads past the output."""
+    hq, wq = wl.phase_hw
+    max_off = max(wl.tap(i, j)[1] for i in range(wl.kh) for j in range(wl.kw))
+    last = tile.origin(wl, tile.tiles(wl) - 1) + LANES * tile.v + max_off
+    return max(hq, -(-last // wq))
+
+
+def qconv_func(
+    wl: QConvWorkload,
+    tile: QConvTile,
+    epi: QEpilogue,
+    vnni: bool,
+    x_dtype: str,
+) -> tirx.PrimFunc:
+    """The kernel ``main(x, x_scale, x_zp, wp, wsum, w_scale[, bias], operands..., outputs...)``
+    on flat buffers (see the module docstring)."""
+    if tile.fused and not (wl.direct and tile.tr == 0):
+        raise ValueError(f"{tile}: a fused repack needs flat tiles of a direct conv")
+    n_, c, h, w, m = wl.n, wl.c, wl.h, wl.w, wl.m
+    sh, sw = wl.strides
+    pt, pl = wl.pads[0], wl.pads[1]
+    ho, wo = wl.out_hw
+    wq = wl.phase_hw[1]
+    c4, taps = wl.c4, wl.kh * wl.kw
+    phases = wl.phases
+    ns = len(phases)
+    rows = _rows_needed(wl, tile)
+    lq = rows * wq
+    R, V, TR = tile.r, tile.v, tile.tr
+    mb = -(-m // R)
+    rt = tile.tiles(wl)
+    dot = vpdpbusd if vnni else dot4_generic
+    i32 = "int32"
+
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        x = T.arg("x", T.buffer((n_ * c * h * w,), x_dtype))
+        xs = T.arg("x_scale", T.buffer((1,), "float32"))
+        xz = T.arg("x_zp", T.buffer((1,), x_dtype))
+        wp = T.arg("wp", T.buffer((mb * c4 * taps * R,), i32))
+        wsum = T.arg("wsum", T.buffer((mb * R,), i32))
+        ws = T.arg("w_scale", T.buffer((m if wl.per_channel else 1,), "float32"))
+        bias = T.arg("bias", T.buffer((m,), i32)) if wl.has_bias else None
+        opers = [
+            T.arg(f"e{i}", T.buffer((op.size,), op.dtype)) for i, op in enumerate(epi.operands)
+        ]
+        outs = [
+            T.arg(f"out{i}", T.buffer((n_ * m * ho * wo,), dt))
+            for i, dt in enumerate(epi.output_dtypes)
+        ]
+        shift = 128 if wl.signed else 0
+        zp = tirx.Cast(i32, xz[0]) + shift
+
+        zword = tirx.bitwise_or(  # the zero point in all four bytes
+            tirx.bitwise_or(zp, tirx.shift_left(zp, tirx.const(8, i32))),
+            tirx.bitwise_or(tirx.shift_left(zp, tirx.const(16, i32)),
+                            tirx.shift_left(zp, tirx.const(24, i32))),
+        )  # fmt: skip
+
+        def byte(v: Expr) -> Expr:
+            b = tirx.Cast(i32, v)
+            return b + shift if wl.signed else b
+
+        def pack_word(n: Expr, g: Expr, pos: Expr) -> Expr:
+            """Input channels ``4 g .. 4 g + 3`` of image `n` at spatial offset `pos`
+            (``row * W + col``) as one int32, the zero point past C."""
+            word: Expr = None
+            for i in range(4):
+                ch = g * 4 + i
+                if c % 4 and i >= c % 4:  # past C in the last group: the zero point
+                    src = x[(n * c + tirx.min(ch, c - 1)) * (h * w) + pos]
+                    ok = tirx.Cast(i32, ch < c)  # a mask, not a Select (see docs)
+                    b = byte(src) * ok + zp * (1 - ok)
+                else:
+                    b = byte(x[(n * c + ch) * (h * w) + pos])
+                b = b if i == 0 else tirx.shift_left(b, tirx.const(8 * i, i32))
+                word = b if word is None else tirx.bitwise_or(word, b)
+            return word
+
+        xr = None if tile.fused else T.decl_buffer((n_ * c4 * ns * lq,), i32)
+        if not tile.fused:
+            # 1. repack: one task per (image, channel group, row of every phase)
+            with T.parallel(0, n_ * c4 * rows) as t:
+                r_ = t % rows
+                g = (t // rows) % c4
+                n = t // (rows * c4)
+                for si, (ph, pw) in enumerate(phases):
+                    base = ((n * c4 + g) * ns + si) * lq + r_ * wq
+                    ih = r_ * sh + ph - pt
+                    # the columns q whose input column q * sw + pw - pl lies in [0, w)
+                    q_lo = min(wq, max(0, -(-(pl - pw) // sw)))
+                    q_hi = max(q_lo, min(wq, -(-(w + pl - pw) // sw)))
+
+                    def word(
+                        q: Expr, g: Expr = g, n: Expr = n, ih: Expr = ih, pw: int = pw
+                    ) -> Expr:
+                        return pack_word(n, g, ih * w + q * sw + pw - pl)
+
+                    def fill(lo: int, hi: int, base: Expr = base) -> None:
+                        if hi > lo:
+                            with T.vectorized(0, hi - lo) as q:
+                                T.buffer_store(xr, zword, [base + lo + q])
+
+                    with T.If(tirx.all(ih >= 0, ih < h)):
+                        with T.Then():
+                            fill(0, q_lo)
+                            store_row(
+                                q_hi - q_lo,
+                                lambda col, lo=q_lo, word=word: word(col + lo),
+                                lambda col, val, lo=q_lo, base=base: T.buffer_store(
+                                    xr, val, [base + lo + col]
+                                ),
+                            )
+                            fill(q_hi, wq)
+                        with T.Else():
+                            fill(0, wq)
+
+        npos = ho * wo
+
+        def conv_tile(n: Expr, cb: Expr, rb: Expr, load: Callable[..., Expr]) -> None:
+            """Accumulate the tile of channel block `cb`, position tile `rb` (activation
+            vectors from `load(g, slot, off, vi)`) and store it through the epilogue."""
+            acc = T.decl_buffer((R * V * LANES,), i32, scope="local")
+            rows_tile = TR and tile.chunks == 1  # whole rows: stored through a staging copy
+            stage = T.decl_buffer((R * V * LANES,), i32, scope="local") if rows_tile else None
+            p0 = tile.origin(wl, rb)
+
+            def step(g: Expr, wbase: Expr, tap: Expr, avec: list[Expr]) -> None:
+                """One reduction step: ``R x V`` vpdpbusd on the activation vectors `avec`
+                and the channel block's weight words of tap `tap`."""
+                bvec = [tirx.Broadcast(wp[wbase + tap * R + ri], LANES) for ri in range(R)]
+                # the operand kind with fewer vectors is the one kept live (the other is the
+                # outer loop: each of its vectors is used, then dead)
+                order = [(ri, vi) for ri in range(R) for vi in range(V)]
+                if R < V:
+                    order = [(ri, vi) for vi in range(V) for ri in range(R)]
+                for ri, vi in order:
+                    idx = tirx.Ramp((ri * V + vi) * LANES, 1, LANES)
+                    T.buffer_store(acc, dot(acc[idx], avec[vi], bvec[ri]), [idx])
+
+            for k in range(R * V):
+                T.buffer_store(acc, tirx.Broadcast(tirx.const(0, i32), LANES),
+                               [tirx.Ramp(k * LANES, 1, LANES)])  # fmt: skip
+            with T.serial(0, c4) as g:
+                wbase = (cb * c4 + g) * (taps * R)
+                for i in range(wl.kh):
+                    for j in range(wl.kw):
+                        slot, off = wl.tap(i, j)
+                        step(g, wbase, i * wl.kw + j, [load(g, slot, p0 + off, vi)
+                                                      for vi in range(V)])  # fmt: skip
+            if stage is not None:
+                for k in range(R * V):
+                    idx = tirx.Ramp(k * LANES, 1, LANES)
+                    T.buffer_store(stage, acc[idx], [idx])
+            # store: per channel, per output row of the tile (flat: the tile's positions)
+            for ri in range(R):
+                mm = cb * R + ri
+                comp = zp * wsum[mm]
+                if bias is not None:
+                    comp = bias[tirx.min(mm, m - 1)] - comp
+                else:
+                    comp = -comp
+                scale = xs[0] * ws[tirx.min(mm, m - 1) if wl.per_channel else 0]
+
+                def emit(
+                    width: int,
+                    src: Any,
+                    off: Expr,
+                    obase: Expr,
+                    where: Callable[[Expr], tuple[Expr, Expr]],
+                    comp: Expr = comp,
+                    scale: Expr = scale,
+                    mm: Expr = mm,
+                ) -> None:
+                    def value(col: Expr) -> Expr:
+                        return tirx.Cast("float32", src[off + col] + comp) * scale
+
+                    def store(col: Expr, y: Expr) -> None:
+                        oh, ow = where(col)
+                        for o, e in zip(outs, epi.exprs(y, (n, mm, oh, ow), opers), strict=True):
+                            T.buffer_store(o, e, [obase + col])
+
+                    store_row(width, value, store)
+
+                if stage is not None:
+                    with T.serial(0, TR) as tt:
+                        oh = rb * TR + tt
+                        with T.If(tirx.all(mm < m, oh < ho)), T.Then():
+                            emit(wo, stage, ri * V * LANES + tt * wq,
+                                 ((n * m + mm) * ho + oh) * wo,
+                                 lambda col, oh=oh: (oh, col))  # fmt: skip
+                    continue
+                if TR:  # a chunk of a row: columns k * 16 v ...
+                    ch = tile.chunks
+                    row, k = rb // ch, rb % ch
+                    last = wo - (ch - 1) * V * LANES
+                    is_last = k == ch - 1
+
+                    def flat(
+                        width: int, ri: int = ri, mm: Expr = mm, row: Expr = row, k: Expr = k
+                    ) -> None:
+                        c0 = k * (V * LANES)
+                        emit(width, acc, ri * V * LANES, ((n * m + mm) * ho + row) * wo + c0,
+                             lambda col: (row, c0 + col))  # fmt: skip
+
+                else:
+                    last = npos - (rt - 1) * V * LANES
+                    is_last = rb == rt - 1
+
+                    def flat(width: int, ri: int = ri, mm: Expr = mm, p0: Expr = p0) -> None:
+                        emit(width, acc, ri * V * LANES, (n * m + mm) * npos + p0,
+                             lambda col: ((p0 + col) // wo, (p0 + col) % wo))  # fmt: skip
+
+                with T.If(mm < m), T.Then():
+                    if last == V * LANES:
+                        flat(V * LANES)
+                    else:
+                        with T.If(is_last):
+                            with T.Then():
+                                flat(last)
+                            with T.Else():
+                                flat(V * LANES)
+
+        if not tile.fused:
+            assert xr is not None
+            # 2. conv: one task per (image, channel block, row tile)
+            with T.parallel(0, n_ * mb * rt) as t:
+                n = t // (rt * mb)
+
+                def from_xr(g: Expr, slot: int, off: Expr, vi: int, n: Expr = n) -> Expr:
+                    base = (n * c4 + g) * (ns * lq) + slot * lq + off + vi * LANES
+                    return xr[tirx.Ramp(base, 1, LANES)]
+
+                conv_tile(n, (t // rt) % mb, t % rt, from_xr)
+        else:
+            # 2'. direct conv, repack fused: one task per (image, position tile) repacks
+            # its positions of every channel group into a local buffer (no trip through
+            # memory), then runs every channel block on it
+            tl = V * LANES
+            with T.parallel(0, n_ * rt) as t:
+                rb = t % rt
+                n = t // rt
+                p0 = rb * tl
+                xl = T.decl_buffer((c4 * tl,), i32, scope="local")
+
+                def word(g: Expr, p: Expr, n: Expr = n) -> Expr:
+                    return pack_word(n, g, p)
+
+                def fill(width: int, p0: Expr = p0, word: Any = word) -> None:
+                    with T.serial(0, c4) as g:
+                        store_row(
+                            width,
+                            lambda col, g=g: word(g, p0 + col),
+                            lambda col, val, g=g: T.buffer_store(xl, val, [g * tl + col]),
+                        )
+                        if width < tl:
+                            with T.vectorized(0, tl - width) as q:
+                                T.buffer_store(xl, zword, [g * tl + width + q])
+
+                last = npos - (rt - 1) * tl
+                if last == tl:
+                    fill(tl)
+                else:
+                    with T.If(rb < rt - 1):
+                        with T.Then():
+                            fill(tl)
+                        with T.Else():
+                            fill(last)
+
+                def from_xl(g: Expr, slot: int, off: Expr, vi: int, p0: Expr = p0) -> Expr:
+                    return xl[tirx.Ramp(g * tl + (off - p0) + vi * LANES, 1, LANES)]
+
+                with T.serial(0, mb) as cb:
+                    conv_tile(n, cb, rb, from_xl)
+    func = ib.get()
+    return func.with_attr("global_symbol", "main")
