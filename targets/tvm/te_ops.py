@@ -173,7 +173,10 @@ def _static_shape(v: Value) -> tuple[int, ...]:
 #: The dtypes anchor-less element-wise groups take (Cast converts between them).
 _TVM_DTYPES = {
     DType.FLOAT32: "float32", DType.INT32: "int32", DType.INT64: "int64", DType.BOOL: "bool",
+    DType.UINT8: "uint8", DType.INT8: "int8",
 }  # fmt: skip
+#: Element-wise ops whose output may be an 8-bit integer tensor (requantization).
+_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
 #: Binary ops that are exact on integers with TVM's semantics (Div truncates, unlike ONNX's
 #: reference on negative operands, so it stays float only).
 _INT_BINARY = ("Add", "Sub", "Mul", "Max", "Min")
@@ -628,7 +631,10 @@ def lower_group(
             fn1 = unary_builder(node, const_of)
             if fn1 is None:
                 raise LoweringError(f"{node!r}: needs constant operands for {op}")
-            _check_f32(out)
+            if op in _QUANT_OPS:
+                _check_elementwise_dtype(out)
+            else:
+                _check_f32(out)
             a = tensor(node.inputs[0])
             is_flat[out] = is_flat.get(node.inputs[0], False)  # type: ignore[arg-type]
             res = _unary(a, fn1, name)
@@ -637,7 +643,7 @@ def lower_group(
                 for v in node.inputs[1:]
             )
             attrs = tuple(sorted((k, repr(val)) for k, val in node.attrs.items()))
-            key.append((op, attrs, consts))
+            key.append((op, attrs, consts, str(out.dtype)))
         elif op in LOGIC_OPS:
             if flat or not conv_free:
                 raise LoweringError(f"{node!r}: {op} in a conv group is not supported")

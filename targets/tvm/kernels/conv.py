@@ -113,6 +113,8 @@ def plan_from_lowered(lg: LoweredGroup, make: Any, config: Any = None) -> Kernel
         output_shapes=lg.output_shapes,
         kernel_output_shapes=[tuple(int(d) for d in t.shape) for t in lg.outputs],
         config=config,
+        param_dtypes=[str(t.dtype) for t in lg.params],
+        output_dtypes=[str(t.dtype) for t in lg.outputs],  # a Cast epilogue changes it
         workload=lg.prim_func,
     )
 
