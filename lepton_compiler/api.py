@@ -228,6 +228,10 @@ def compile(
         options=dict(pass_options or {}),
         trace_rules=trace_rules,
     )
+    if backend == "numba":
+        # Its integer kernels store one output: a requantizing QuantizeLinear whose float
+        # input is read elsewhere too stays a kernel of its own.
+        ctx.options.setdefault("fuse_requantize_outputs", False)
     if quantize is not None:
         ctx.options["int8"] = quantize
         ctx.options.setdefault("progress", bool(progress))

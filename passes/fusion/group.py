@@ -14,7 +14,11 @@ An op joins the group of the producer of one of its inputs only when that value 
 reader (so nothing computed inside a group is needed twice, and no work is duplicated), when
 joining does not create a cycle between groups (checked with networkx: no other input of the op
 may depend on the group through outside nodes), and while the group stays within
-``fusion_max_ops`` ops (option, default 16). Values read outside a group become the group's
+``fusion_max_ops`` ops (option, default 16). One exception: the QuantizeLinear that
+requantizes an integer op's result (``lepton.QConv``/``lepton.QMatMul``) for the next layer
+joins its group even when the float value has other readers, which makes the group store two
+outputs (option ``fuse_requantize_outputs``, default True; backends whose integer kernels
+store one output turn it off). Values read outside a group become the group's
 outputs. Single ops are left as they are: a backend compiles any node that is not a fused group
 as a kernel of its own. Runs last in the fusion pipeline, after BN folding and pattern fusions.
 """
@@ -32,6 +36,7 @@ from lepton_compiler.pass_manager import Pass, PassContext, PassResult, register
 DEFAULT_MAX_OPS = 16
 _EPILOGUE = ("elementwise", "broadcast")
 _ANCHORS = ("complex", "reduction")
+_INTEGER_ANCHORS = ("lepton.QConv", "lepton.QMatMul")
 
 
 def category(node: Node) -> str:
@@ -61,7 +66,8 @@ class GroupFusionPass(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         max_ops = int(ctx.option("fusion_max_ops", DEFAULT_MAX_OPS))
-        groups = plan_groups(graph, max_ops)
+        two_outputs = bool(ctx.option("fuse_requantize_outputs", True))
+        groups = plan_groups(graph, max_ops, two_outputs)
         made = 0
         for group in groups:
             if len(group.nodes) > 1:
@@ -72,13 +78,15 @@ class GroupFusionPass(Pass):
         return PassResult(graph, made > 0)
 
 
-def plan_groups(graph: Graph, max_ops: int = DEFAULT_MAX_OPS) -> list[_Group]:
+def plan_groups(
+    graph: Graph, max_ops: int = DEFAULT_MAX_OPS, requantize_outputs: bool = True
+) -> list[_Group]:
     """Partition the graph's nodes into fusion groups (in graph order)."""
     dag = graph.to_networkx()
     group_of: dict[Node, _Group] = {}
     groups: list[_Group] = []
     for node in graph:
-        target = _joinable_group(node, group_of, dag, max_ops)
+        target = _joinable_group(node, group_of, dag, max_ops, requantize_outputs)
         if target is None:
             target = _Group()
             groups.append(target)
@@ -88,7 +96,11 @@ def plan_groups(graph: Graph, max_ops: int = DEFAULT_MAX_OPS) -> list[_Group]:
 
 
 def _joinable_group(
-    node: Node, group_of: dict[Node, _Group], dag: nx.MultiDiGraph, max_ops: int
+    node: Node,
+    group_of: dict[Node, _Group],
+    dag: nx.MultiDiGraph,
+    max_ops: int,
+    requantize_outputs: bool = True,
 ) -> _Group | None:
     """The group `node` may join as an epilogue, or None."""
     if category(node) not in _EPILOGUE or node.subgraphs():
@@ -102,7 +114,8 @@ def _joinable_group(
         head = category(group.anchor)
         if head not in _ANCHORS and head not in _EPILOGUE:
             continue  # injective/opaque groups take no epilogue
-        if len(v.users) != 1 or v.is_graph_output():
+        shared = len(v.users) != 1 or v.is_graph_output()
+        if shared and not (requantize_outputs and _requantizes(node, group)):
             continue  # the value is needed elsewhere too: it stays a kernel boundary
         if not _same_shape(v, node):
             continue  # a broadcast that grows the tensor is a new loop nest, not an epilogue
@@ -110,6 +123,13 @@ def _joinable_group(
             continue
         return group
     return None
+
+
+def _requantizes(node: Node, group: _Group) -> bool:
+    """A QuantizeLinear after an integer op's group joins it even when the float value is
+    also read elsewhere (a residual branch): the kernel then stores both the float value and
+    its requantized copy, which costs far less than a separate pass over the tensor."""
+    return node.op == "QuantizeLinear" and group.anchor.op in _INTEGER_ANCHORS
 
 
 def _same_shape(v: Value, node: Node) -> bool:
@@ -189,4 +209,3 @@ def _internal_bytes(group: _Group, outputs: set[Value]) -> int:
             if o not in outputs and isinstance(o.type, TensorType) and o.type.nbytes:
                 total += o.type.nbytes
     return total
-

@@ -112,3 +112,95 @@ def test_benchmark_builders_int8_cosine(name: str) -> None:
     a = np.concatenate([v.ravel() for v in fp32.run(x).values()]).astype(np.float64)
     b = np.concatenate([v.ravel() for v in int8.run(x).values()]).astype(np.float64)
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.99
+
+
+def _resnet_block_model() -> bytes:
+    """Stem conv + ReLU + MaxPool, a residual block, GlobalAveragePool and a Gemm: every
+    int8 group kind of ResNet-50 (requantizing epilogues, two-output groups, the pool with a
+    QuantizeLinear epilogue, a lone QuantizeLinear)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+
+    def w(name: str, *shape: int) -> object:
+        scale = np.sqrt(2.0 / np.prod(shape[1:]))
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
+                                       name)  # fmt: skip
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[3, 3, 3, 3], strides=[2, 2]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node(
+            "MaxPool", ["r0"], ["p0"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+        ),
+        helper.make_node("Conv", ["p0", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "p0"], ["s2"]),
+        helper.make_node("Relu", ["s2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+        helper.make_node("Add", ["c3", "r2"], ["s3"]),
+        helper.make_node("GlobalAveragePool", ["s3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+    ]
+    inits = [w("w0", 16, 3, 7, 7), w("w1", 16, 16, 3, 3), w("w2", 16, 16, 3, 3),
+             w("w3", 16, 16, 1, 1), w("wf", 10, 16),
+             numpy_helper.from_array(np.zeros(10, np.float32), "bf")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
+@pytest.mark.skipif(not tvm_available(), reason="needs apache-tvm")
+def test_tvm_int8_resnet_block_runs_in_integer_kernels() -> None:
+    model = _resnet_block_model()
+    rng = np.random.default_rng(4)
+    samples = [{"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)]
+    config = Int8Config(calibration=samples, method="minmax")
+    ref = lepton_compiler.compile(model, quantize=config)
+    tvm = lepton_compiler.compile(model, backend="tvm", quantize=config)
+    assert tvm.report.fallbacks == []
+    kinds = [g["anchor"] + "+" + "+".join(g["epilogue"]) for g in tvm.report.fused_groups]
+    assert "lepton.QConv+Relu+QuantizeLinear" in kinds  # requantized in the store
+    assert "lepton.QConv+Add+Relu+QuantizeLinear" in kinds  # two outputs: float and uint8
+    x = {"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    a, b = ref.run(x)["y"], tvm.run(x)["y"]
+    # requantization may round a tie the other way: a few output steps at most
+    assert np.abs(a - b).max() <= 0.02 * np.abs(a).max()
+
+
+@pytest.mark.skipif(not tvm_available(), reason="needs apache-tvm")
+def test_tvm_maxpool_requantizes_in_its_store() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w0 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w0")
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w1")
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("MaxPool", ["r0"], ["p0"], kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Conv", ["p0", "w1"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 13, 13])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [w0, w1],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    samples = [{"x": rng.standard_normal((1, 3, 13, 13)).astype(np.float32)} for _ in range(2)]
+    config = Int8Config(calibration=samples, method="minmax")
+    data = model.SerializeToString()
+    tvm = lepton_compiler.compile(data, backend="tvm", quantize=config)
+    assert tvm.report.fallbacks == []
+    kinds = [g["anchor"] + "+" + "+".join(g["epilogue"]) for g in tvm.report.fused_groups]
+    assert "MaxPool+QuantizeLinear" in kinds
+    x = samples[0]
+    ref = lepton_compiler.compile(data, quantize=config).run(x)["y"]
+    got = tvm.run(x)["y"]
+    assert np.abs(got - ref).max() <= 0.02 * np.abs(ref).max()

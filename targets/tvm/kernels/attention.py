@@ -72,7 +72,7 @@ class AnchorGroup:
         return None if self.epilogue is None else self.epilogue.key
 
 
-def anchor_group(fused: Node, ops: Sequence[str]) -> AnchorGroup:
+def anchor_group(fused: Node, ops: Sequence[str], int_output: bool = False) -> AnchorGroup:
     """Split a group into its anchor (one of ``ops``) and an element-wise epilogue.
 
     The epilogue must be a chain: each node reads the previous node's output (once, or
@@ -81,6 +81,9 @@ def anchor_group(fused: Node, ops: Sequence[str]) -> AnchorGroup:
     shape, and the last node's output is the group's only output. Ops come from the shared
     element-wise table (`te_elementwise`: unary ops with constant operands baked in, and
     Add/Sub/Mul/Div/Max/Min/Pow/PRelu); scalar constant operands are baked in.
+
+    With `int_output` (kernels that can store uint8/int8), the chain may end in a
+    QuantizeLinear whose output is 8-bit.
 
     Raises:
         LoweringError: another anchor, a multi-output or branching group, an op outside the
@@ -114,7 +117,9 @@ def anchor_group(fused: Node, ops: Sequence[str]) -> AnchorGroup:
     key: list[Any] = []
     for node in nodes[1:]:
         ins = list(node.inputs)
-        if len(node.outputs) != 1 or static_shape(node.outputs[0], "output") != out_shape:
+        requantizes = int_output and node.op == "QuantizeLinear" and node is nodes[-1]
+        shape_of = _any_dtype_shape if requantizes else static_shape
+        if len(node.outputs) != 1 or shape_of(node.outputs[0], "output") != out_shape:
             raise LoweringError(f"{node!r}: an epilogue node must keep the shape {out_shape}")
         if running not in ins:
             raise LoweringError(f"{node!r}: the epilogue is not a chain")
@@ -194,6 +199,13 @@ def _scalar_key(c: np.ndarray | None) -> Any:
 
 def _attrs_key(node: Node) -> tuple[Any, ...]:
     return tuple(sorted((k, repr(v)) for k, v in node.attrs.items()))
+
+
+def _any_dtype_shape(v: Value | None, what: str = "input") -> tuple[int, ...]:
+    """`v`'s static shape, whatever its dtype."""
+    if v is None or v.shape is None or not all(isinstance(d, int) for d in v.shape):
+        raise LoweringError(f"{what} needs a static shape")
+    return tuple(int(d) for d in v.shape)
 
 
 def static_shape(v: Value | None, what: str = "input") -> tuple[int, ...]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lepton_compiler.ir import Node
+from lepton_compiler.ir import Node, TensorType
 from lepton_compiler.ops.kernels.pool import _Geometry
 
 from ..schedules.x86_conv import vector_lanes
@@ -28,7 +28,7 @@ ANCHORS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 
 def plan(fused: Node, target: Any) -> KernelPlan:
     """Plan a lone pooling node."""
-    group = anchor_group(fused, ANCHORS)
+    group = anchor_group(fused, ANCHORS, int_output=True)
     node, position, epi = group.anchor, group.position, group.epilogue
     x = static_shape(node.inputs[0] if node.inputs else None, "X")
     out = static_shape(node.outputs[0], "output")
@@ -40,6 +40,8 @@ def plan(fused: Node, target: Any) -> KernelPlan:
         planes, size = x[0] * x[1], math.prod(x[2:])
         if out != (x[0], x[1], *([1] * (len(x) - 2))):
             raise LoweringError(f"{node!r}: output {out} for input {x}")
+        if _output_dtype(fused) != "float32":
+            raise LoweringError(f"{fused!r}: a global pool storing integers is not supported")
         is_max = node.op == "GlobalMaxPool"
         tasks = parallel_tasks(planes * size, planes)
         key = ("global_pool", planes, size, is_max, lanes, tasks)
@@ -65,5 +67,20 @@ def plan(fused: Node, target: Any) -> KernelPlan:
         include_pad=bool(node.attrs.get("count_include_pad", 0)) and not is_max, lanes=lanes,
         parallel=parallel_tasks(work, x[0] * x[1]) > 1,
     )  # fmt: skip
-    return flat_plan(("pool", shape, group.epilogue_key), lambda: pool_func(shape, epi),
-                     inputs, out, shape)  # fmt: skip
+    out_dtype = _output_dtype(fused)
+    plan = flat_plan(("pool", shape, group.epilogue_key, out_dtype),
+                     lambda: pool_func(shape, epi, out_dtype), inputs, out, shape)  # fmt: skip
+    plan.output_dtypes = [out_dtype]
+    return plan
+
+
+def _output_dtype(fused: Node) -> str:
+    """float32, or uint8/int8 when the epilogue ends by requantizing (QuantizeLinear)."""
+    body = list(fused.attrs["body"])
+    v = fused.outputs[0]
+    dtype = v.dtype.numpy.name if isinstance(v.type, TensorType) else "float32"
+    if dtype == "float32":
+        return dtype
+    if dtype in ("uint8", "int8") and body[-1].op == "QuantizeLinear":
+        return dtype
+    raise LoweringError(f"{fused!r}: a pool group storing {dtype} is not supported")

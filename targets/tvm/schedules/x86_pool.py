@@ -80,9 +80,12 @@ def _count(o: Any, s: int, d: int, k: int, pb: int, lo: int, hi: int) -> Any:
     return tirx.max(last - first, 1)
 
 
-def pool_func(a: PoolShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
+def pool_func(
+    a: PoolShape, epi: Epilogue | None = None, out_dtype: str = "float32"
+) -> tirx.PrimFunc:
     """The pooling kernel ``main(x[, e0, e1], out)`` on flat buffers (see the module
-    docstring); `epi` is applied to each output element as it is stored."""
+    docstring); `epi` is applied to each output element as it is stored (an epilogue ending
+    in QuantizeLinear stores `out_dtype` uint8/int8)."""
     KH, KW = a.kernel
     SH, SW = a.strides
     DH, DW = a.dilations
@@ -134,7 +137,7 @@ def pool_func(a: PoolShape, epi: Epilogue | None = None) -> tirx.PrimFunc:
         x: T.Buffer((x_n,), "float32"),
         e0: T.Buffer((e0_n,), "float32"),
         e1: T.Buffer((e1_n,), "float32"),
-        out: T.Buffer((o_n,), "float32"),
+        out: T.Buffer((o_n,), out_dtype),
     ) -> None:
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         for p in loop(a.planes):

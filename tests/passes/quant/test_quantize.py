@@ -196,3 +196,49 @@ def test_wrong_calibration_input_is_an_error() -> None:
 def test_int8_needs_opt_level_two() -> None:
     with pytest.raises(LeptonError, match="opt_level 2 or 3"):
         lepton_compiler.compile(_model(), opt_level=1, quantize=Int8Config(calibration=[]))
+
+
+def _residual_model() -> bytes:
+    w1 = RNG.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3
+    w2 = RNG.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["y"], name="residual"),
+    ]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")]
+    graph = helper.make_graph(
+        nodes,
+        "res",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
+@pytest.mark.parametrize("two_outputs", [True, False])
+def test_requantize_joins_the_group_of_a_shared_value(two_outputs: bool) -> None:
+    """conv1's ReLU output feeds conv2 (through QuantizeLinear) and the residual Add: the
+    QuantizeLinear joins conv1's group as a second output unless the option is off."""
+    samples = [{"x": RNG.standard_normal((1, 4, 5, 5)).astype(np.float32)} for _ in range(2)]
+    model = _residual_model()
+    compiled = lepton_compiler.compile(
+        model,
+        quantize=Int8Config(calibration=samples),
+        pass_options={"fuse_requantize_outputs": two_outputs},
+    )
+    groups = [node for node in compiled.graph if node.op == "lepton.Fused"]
+    first = [n.op for n in groups[0].attrs["body"]]
+    if two_outputs:
+        assert first == ["lepton.QConv", "Relu", "QuantizeLinear"]
+        assert len(groups[0].outputs) == 2
+        assert "QuantizeLinear" not in [n.op for n in compiled.graph][1:]
+    else:
+        assert first == ["lepton.QConv", "Relu"]
+        assert [n.op for n in compiled.graph].count("QuantizeLinear") == 2
+    x = samples[0]
+    ref = lepton_compiler.compile(model).run(x)["y"]
+    got = compiled.run(x)["y"]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
