@@ -56,6 +56,9 @@ class Int8Config:
             ``‖y_int8 − y_fp32‖ / ‖y_fp32‖`` on the evaluation samples. When set, the most
             sensitive layers are kept in float, one at a time, until the bound holds.
         metric: an accuracy callback (see `Metric`) for `max_drop`.
+        grouped: quantize grouped (depthwise) convolutions too. Off by default: they are
+            memory-bound (little to gain from int8), often the most sensitive layers of
+            MobileNet-style models, and the TVM backend has no int8 kernel for them yet.
         samples: at most this many calibration samples are used.
         eval_samples: samples (the first ones of `calibration`) on which the output error is
             measured for `max_drop` and the per-layer report.
@@ -71,6 +74,7 @@ class Int8Config:
     exclude: Sequence[str] = ()
     max_drop: float | None = None
     metric: Metric | None = None
+    grouped: bool = False
     samples: int = 256
     eval_samples: int = 8
     num_bins: int = 2048

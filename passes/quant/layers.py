@@ -34,6 +34,11 @@ class Layer:
     has_bias: bool
 
     @property
+    def grouped(self) -> bool:
+        """A grouped (e.g. depthwise) convolution."""
+        return self.node.op == "Conv" and int(self.node.attrs.get("group", 1) or 1) > 1
+
+    @property
     def activation(self) -> Value:
         """The activation operand (input 0)."""
         v = self.node.inputs[0]

@@ -247,6 +247,8 @@ def quantize_graph(
     for lay in found:
         if config.excludes(lay.node.name, lay.node.op):
             report.excluded.append((lay.node.name, "excluded by the configuration"))
+        elif lay.grouped and not config.grouped:
+            report.excluded.append((lay.node.name, "grouped convolution (grouped=False)"))
         else:
             layers.append(lay)
     values = list(dict.fromkeys(lay.activation.name for lay in layers))

@@ -204,3 +204,27 @@ def test_tvm_maxpool_requantizes_in_its_store() -> None:
     ref = lepton_compiler.compile(data, quantize=config).run(x)["y"]
     got = tvm.run(x)["y"]
     assert np.abs(got - ref).max() <= 0.02 * np.abs(ref).max()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not tvm_available(), reason="needs apache-tvm")
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet50"])
+def test_tvm_int8_standard_models_run_natively(name: str) -> None:
+    """MobileNetV2 (depthwise convolutions stay float and requantize in their store) and
+    ResNet-50: every op in TVM kernels, output cosine to fp32 >= 0.99 (random weights and
+    inputs, minmax calibration on 2 samples)."""
+    from benchmarks.models import MODELS
+    from benchmarks.runner import input_specs, make_inputs
+
+    model = MODELS[name]()
+    specs = input_specs(model)
+    samples = [make_inputs(specs, seed=s) for s in (1, 2)]
+    data = model.SerializeToString()
+    config = Int8Config(calibration=samples, method="minmax", eval_samples=1)
+    int8 = lepton_compiler.compile(data, backend="tvm", quantize=config)
+    assert int8.report.fallbacks == []
+    x = make_inputs(specs, seed=0)
+    a = np.concatenate([v.ravel() for v in lepton_compiler.compile(data).run(x).values()])
+    b = np.concatenate([v.ravel() for v in int8.run(x).values()])
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.99

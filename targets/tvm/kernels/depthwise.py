@@ -12,7 +12,8 @@ bias). `schedules.x86_depthwise` computes one output channel's plane at a time.
 
 Weights, bias and every other tensor input are kernel parameters (one kernel serves all
 layers of one shape); constant operands of element-wise ops (Clip bounds...) are baked in.
-The epilogue takes every op of `te_elementwise`'s tables. Refused (`LoweringError`, the
+The epilogue takes every op of `te_elementwise`'s tables; a final QuantizeLinear stores
+uint8/int8 (the requantization before an int8 layer). Refused (`LoweringError`, the
 group then runs its reference kernel): more than `MAX_GROUP_CHANNELS` input channels per
 group, groups with several outputs, ops outside those tables.
 """
@@ -402,7 +403,11 @@ def lower_grouped(
             ref[out] = ref.get(node.inputs[0], ("node", i))  # type: ignore[arg-type]
             continue
         elif (fn1 := unary_builder(node, const_of)) is not None:
-            _check_f32(out)
+            if op == "QuantizeLinear" and node is list(body)[-1]:
+                if out.dtype not in (DType.UINT8, DType.INT8):
+                    raise LoweringError(f"{node!r}: QuantizeLinear to {out.dtype}")
+            else:
+                _check_f32(out)
             a = tensor(node.inputs[0])
             res = _unary(a, fn1, name)
             consts = tuple(
@@ -410,7 +415,7 @@ def lower_grouped(
                 for v in node.inputs[1:]
             )
             attrs = tuple(sorted((k, repr(val)) for k, val in node.attrs.items()))
-            key.append((op, attrs, consts))
+            key.append((op, attrs, consts, str(out.dtype)))
         else:
             raise LoweringError(f"op {op} is not supported by the TVM backend yet")
         env[out] = res
@@ -467,4 +472,5 @@ def plan(fused: Node, target: Any) -> KernelPlan:
         kernel_output_shapes=[tuple(int(d) for d in t.shape) for t in lg.outputs],
         config=cfg,
         family=NAME,
+        output_dtypes=[str(t.dtype) for t in lg.outputs],  # uint8/int8 after a QuantizeLinear
     )

@@ -242,3 +242,29 @@ def test_requantize_joins_the_group_of_a_shared_value(two_outputs: bool) -> None
     ref = lepton_compiler.compile(model).run(x)["y"]
     got = compiled.run(x)["y"]
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_grouped_convolutions_stay_float_unless_asked(grouped: bool) -> None:
+    w1 = RNG.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    w2 = RNG.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], group=8, name="dw"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], name="pw"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    samples = [{"x": RNG.standard_normal((1, 8, 5, 5)).astype(np.float32)} for _ in range(2)]
+    compiled = lepton_compiler.compile(
+        model.SerializeToString(), quantize=Int8Config(calibration=samples, grouped=grouped)
+    )
+    ops = _inner_ops(compiled)
+    assert ops.count("lepton.QConv") == (2 if grouped else 1)
+    assert ("excluded dw: grouped convolution" in compiled.report.int8) != grouped
