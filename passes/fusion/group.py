@@ -92,7 +92,35 @@ def plan_groups(
             groups.append(target)
         target.nodes.append(node)
         group_of[node] = target
-    return groups
+    return _pull_dequantize(groups, group_of, max_ops)
+
+
+def _pull_dequantize(
+    groups: list[_Group], group_of: dict[Node, _Group], max_ops: int
+) -> list[_Group]:
+    """A lone DequantizeLinear whose readers all sit in one anchored group moves into that
+    group: the kernel dequantizes its 8-bit side input as it reads it (pre-quantized QDQ
+    models dequantize the residual branch before each Add) instead of a separate pass writing
+    a float copy. Moving it is safe: its input comes from before it, and it has no other
+    reader."""
+    for group in groups:
+        if len(group.nodes) != 1 or group.nodes[0].op != "DequantizeLinear":
+            continue
+        dq = group.nodes[0]
+        out = dq.outputs[0]
+        readers = {id(group_of[u]): group_of[u] for u in out.users if u in group_of}
+        if out.is_graph_output() or len(readers) != 1 or len(out.users) == 0:
+            continue
+        (target,) = readers.values()
+        if target is group or len(target.nodes) >= max_ops:
+            continue
+        if category(target.anchor) not in _ANCHORS:
+            continue
+        first = min(target.nodes.index(u) for u in out.users)
+        target.nodes.insert(first, dq)
+        group_of[dq] = target
+        group.nodes.clear()
+    return [g for g in groups if g.nodes]
 
 
 def _joinable_group(

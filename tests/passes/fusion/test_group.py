@@ -116,3 +116,35 @@ def test_bytes_saved_counts_static_intermediates(static: bool) -> None:
     saved = fused_groups_summary(g)[0]["bytes_saved"]
     assert saved == (4 * 2 * 4 * 6 * 6 * 4 if static else 0)  # 4 intermediates of 2x4x6x6 f32
     run_graph(g, {"x": np.zeros((2, 4, 6, 6), np.float32)})
+
+
+DQ_RESIDUAL = HEADER + """
+g (float[1,4,6,6] x, uint8[1,4,6,6] r) => (float[1,4,6,6] y) {
+  """ + W + """
+  s = Constant<value = float {0.05}>()
+  z = Constant<value = uint8 {128}>()
+  c = Conv<pads = [1,1,1,1]>(x, w)
+  d = DequantizeLinear(r, s, z)
+  y = Add(c, d)
+}
+"""
+
+
+def test_dequantized_side_input_moves_into_the_group() -> None:
+    g, before = graph_from_text(DQ_RESIDUAL), graph_from_text(DQ_RESIDUAL)
+    assert GroupFusionPass()(g, _ctx()).modified
+    assert op_list(g) == ["lepton.Fused"]
+    assert op_list(g.nodes[0].attrs["body"]) == ["Conv", "DequantizeLinear", "Add"]
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 4, 6, 6)).astype(np.float32),
+             "r": np.arange(144, dtype=np.uint8).reshape(1, 4, 6, 6)}  # fmt: skip
+    np.testing.assert_allclose(run_graph(g, feeds)["y"], run_graph(before, feeds)["y"],
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
+def test_dequantize_read_by_two_groups_stays_alone() -> None:
+    text = DQ_RESIDUAL.replace("=> (float[1,4,6,6] y)", "=> (float[1,4,6,6] y, float[1,4,6,6] y2)")
+    second = "  y = Add(c, d)\n  c2 = Conv(x, w)\n  y2 = Add(c2, d)\n"
+    text = text.replace("  y = Add(c, d)\n", second)
+    g = graph_from_text(text)
+    GroupFusionPass()(g, _ctx())
+    assert op_list(g).count("DequantizeLinear") == 1
