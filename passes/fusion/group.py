@@ -114,8 +114,8 @@ def _pull_dequantize(
         (target,) = readers.values()
         if target is group or len(target.nodes) >= max_ops:
             continue
-        if category(target.anchor) not in _ANCHORS:
-            continue
+        if category(target.anchor) not in _ANCHORS or target.anchor in out.users:
+            continue  # only epilogue operands: kernels read their anchor's input as they are
         first = min(target.nodes.index(u) for u in out.users)
         target.nodes.insert(first, dq)
         group_of[dq] = target

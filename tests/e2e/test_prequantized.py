@@ -332,3 +332,33 @@ def test_contrib_op_matches_onnxruntime(tmp_path: Path, case: str) -> None:
             np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
         else:
             assert np.abs(ours.astype(np.int32) - theirs.astype(np.int32)).max() <= 1
+
+
+@pytest.mark.parametrize("quant_format", ["QOperator", "QDQ"])
+@pytest.mark.parametrize("backend", ["tvm", "numba"])
+def test_prequantized_cnn_on_backends(tmp_path: Path, quant_format: str, backend: str) -> None:
+    """ONNX Runtime's int8 CNN (per-channel, uint8 activations) compiled for a backend: the
+    convolutions become integer kernels, and the outputs stay within int8 rounding of ONNX
+    Runtime's."""
+    from lepton_compiler.api import numba_available, tvm_available
+
+    if not (tvm_available() if backend == "tvm" else numba_available()):
+        pytest.skip(f"backend {backend} is not installed")
+    src, model = _float_model(tmp_path, "cnn")
+    dst = tmp_path / f"cnn_{quant_format}.onnx"
+    quantization.quantize_static(
+        str(src),
+        str(dst),
+        _Reader(_inputs(model, 16, seed=1)),
+        quant_format=getattr(quantization.QuantFormat, quant_format),
+        per_channel=True,
+        activation_type=quantization.QuantType.QUInt8,
+        weight_type=quantization.QuantType.QInt8,
+    )
+    compiled = lepton_compiler.compile(str(dst), backend=backend)
+    anchors = [g["anchor"] for g in compiled.report.fused_groups]
+    assert "lepton.QConv" in anchors
+    session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    atol = TOLERANCE_STEPS * _output_scale(dst) * 1.0001
+    for f in _inputs(model, SAMPLES, seed=2):
+        np.testing.assert_allclose(compiled.run(f)["y"], session.run(None, f)[0], rtol=0, atol=atol)
