@@ -228,3 +228,18 @@ def test_tvm_int8_standard_models_run_natively(name: str) -> None:
     b = np.concatenate([v.ravel() for v in int8.run(x).values()])
     a, b = a.astype(np.float64), b.astype(np.float64)
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.99
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int8_artifact_round_trip(digits, backend: str, tmp_path) -> None:
+    """An int8 model saved as an artifact loads (no calibration, no recompilation of the
+    quantization) and gives the same outputs; its report keeps the int8 table."""
+    model, calib, x_test, _ = digits
+    int8 = lepton_compiler.compile(
+        model, backend=backend, quantize=Int8Config(calibration=[{"image": calib[:64]}])
+    )
+    path = int8.save(tmp_path / "digits.lepton")
+    again = lepton_compiler.load(path)
+    x = {"image": x_test[:16]}
+    np.testing.assert_array_equal(again.run(x)["logits"], int8.run(x)["logits"])
+    assert again.report.int8 == int8.report.int8
