@@ -23,6 +23,8 @@ bias-like ``[C, 1, 1]`` is fine; an operand broadcast along only one of H and W 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lepton_compiler.errors import LoweringError
 from lepton_compiler.ir import Graph, Node
 from lepton_compiler.ops.kernels._padding import auto_pad_of, pads_for, window_attrs
@@ -187,10 +189,33 @@ def _store_epilogue(
     code(f"out[{n}, {oc}, {p}] = {value}")
 
 
+def emit_im2col(code: Lines, g: _Geo, copy: Callable[[str], list[str]]) -> None:
+    """Write the column matrix of image ``n`` (group ``g``): row ``(c, ky, kx)`` holds the
+    input seen by that tap at every output pixel, 0.0 where it reads padding (one slice copy
+    per output row). ``copy(src)`` gives the lines that fill ``dst[base + lo : base + hi]``
+    from the input slice `src` (a plain copy, or one that converts as it goes)."""
+    ci = "c" if g.groups == 1 else f"g * {g.cg} + c"
+    code(f"for row in prange({g.cg * g.kh * g.kw}):").indent()
+    code(f"c = row // {g.kh * g.kw}", f"ky = (row // {g.kw}) % {g.kh}", f"kx = row % {g.kw}")
+    code(f"lo = max(0, -((kx * {g.dw} - {g.pw}) // {g.sw}))")
+    code(f"hi = max(lo, min({g.ow}, ({g.w - 1 + g.pw} - kx * {g.dw}) // {g.sw} + 1))")
+    code(f"first = lo * {g.sw} - {g.pw} + kx * {g.dw}")
+    code(f"last = (hi - 1) * {g.sw} - {g.pw} + kx * {g.dw} + 1")
+    code("dst = cols[row]")
+    code(f"for oy in range({g.oh}):").indent()
+    code(f"iy = oy * {g.sh} - {g.ph} + ky * {g.dh}", f"base = oy * {g.ow}")
+    code(f"if iy < 0 or iy >= {g.h}:").indent()
+    code(f"dst[base : base + {g.ow}] = 0.0").dedent()
+    code("else:").indent()
+    code("dst[base : base + lo] = 0.0")
+    step = "" if g.sw == 1 else f" : {g.sw}"
+    code(*copy(f"x[n, {ci}, iy, first:last{step}]"))
+    code(f"dst[base + hi : base + {g.ow}] = 0.0").dedent().dedent().dedent()
+
+
 def _gemm(
     code: Lines, consts: Constants, g: _Geo, bias: str | None, chain: Chain, tiles: int
 ) -> None:
-    k = g.cg * g.kh * g.kw
     code(f"for n in range({g.n}):").indent()
     if g.groups > 1:
         code(f"for g in range({g.groups}):").indent()
@@ -200,23 +225,7 @@ def _gemm(
         cols = "cols_n"
     else:
         cols = "cols"
-        ci = "c" if g.groups == 1 else f"g * {g.cg} + c"
-        code(f"for row in prange({k}):").indent()
-        code(f"c = row // {g.kh * g.kw}", f"ky = (row // {g.kw}) % {g.kh}", f"kx = row % {g.kw}")
-        code(f"lo = max(0, -((kx * {g.dw} - {g.pw}) // {g.sw}))")
-        code(f"hi = max(lo, min({g.ow}, ({g.w - 1 + g.pw} - kx * {g.dw}) // {g.sw} + 1))")
-        code(f"first = lo * {g.sw} - {g.pw} + kx * {g.dw}")
-        code(f"last = (hi - 1) * {g.sw} - {g.pw} + kx * {g.dw} + 1")
-        code("dst = cols[row]")
-        code(f"for oy in range({g.oh}):").indent()
-        code(f"iy = oy * {g.sh} - {g.ph} + ky * {g.dh}", f"base = oy * {g.ow}")
-        code(f"if iy < 0 or iy >= {g.h}:").indent()
-        code(f"dst[base : base + {g.ow}] = 0.0").dedent()
-        code("else:").indent()
-        code("dst[base : base + lo] = 0.0")
-        step = "" if g.sw == 1 else f" : {g.sw}"
-        code(f"dst[base + lo : base + hi] = x[n, {ci}, iy, first:last{step}]")
-        code(f"dst[base + hi : base + {g.ow}] = 0.0").dedent().dedent().dedent()
+        emit_im2col(code, g, lambda src: [f"dst[base + lo : base + hi] = {src}"])
     base = f"g * {g.ocg}" if g.groups > 1 else "0"
     if tiles > 1:  # one tile of output channels per thread, its epilogue right after
         row_tiles(code, g.ocg, tiles)

@@ -33,7 +33,7 @@ from lepton_compiler.ops.quant import combined_scale
 from ..emit import Constants, Lines, module_text
 from ..epilogue import Chain, static_shape
 from . import KernelSource
-from .conv import _as_2d, _Geo
+from .conv import _as_2d, _Geo, emit_im2col
 from .loops import row_tiles
 from .qdense import integer_operands, k_chunks, max_deviation, requantize
 
@@ -165,26 +165,10 @@ def plan(fused: Node, tiles: int = 1) -> KernelSource:
 def _im2col(code: Lines, g: _Geo) -> None:
     """Columns of image ``n`` (group ``g``): row (c, ky, kx) holds the centered input seen by
     that tap at every output pixel, 0.0 (the zero point) where it reads padding."""
-    k = g.cg * g.kh * g.kw
-    ci = "c" if g.groups == 1 else f"g * {g.cg} + c"
-    code(f"for row in prange({k}):").indent()
-    code(f"c = row // {g.kh * g.kw}", f"ky = (row // {g.kw}) % {g.kh}", f"kx = row % {g.kw}")
-    code(f"lo = max(0, -((kx * {g.dw} - {g.pw}) // {g.sw}))")
-    code(f"hi = max(lo, min({g.ow}, ({g.w - 1 + g.pw} - kx * {g.dw}) // {g.sw} + 1))")
-    code(f"first = lo * {g.sw} - {g.pw} + kx * {g.dw}")
-    code(f"last = (hi - 1) * {g.sw} - {g.pw} + kx * {g.dw} + 1")
-    code("dst = cols[row]")
-    code(f"for oy in range({g.oh}):").indent()
-    code(f"iy = oy * {g.sh} - {g.ph} + ky * {g.dh}", f"base = oy * {g.ow}")
-    code(f"if iy < 0 or iy >= {g.h}:").indent()
-    code(f"dst[base : base + {g.ow}] = 0.0").dedent()
-    code("else:").indent()
-    code("dst[base : base + lo] = 0.0")
-    step = "" if g.sw == 1 else f" : {g.sw}"
-    code(f"src = x[n, {ci}, iy, first:last{step}]", "seg = dst[base + lo : base + hi]")
-    code("for j in range(hi - lo):").indent()
-    code("seg[j] = np.float32(src[j]) - zp").dedent()
-    code(f"dst[base + hi : base + {g.ow}] = 0.0").dedent().dedent().dedent()
+    emit_im2col(code, g, lambda src: [
+        f"src = {src}", "seg = dst[base + lo : base + hi]",
+        "for j in range(hi - lo):", "    seg[j] = np.float32(src[j]) - zp",
+    ])  # fmt: skip
 
 
 def _gemm(
