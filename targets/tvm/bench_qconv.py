@@ -20,11 +20,12 @@ Measured on the 2-core AMD EPYC (Zen 4, AVX-512 VNNI) with other jobs running
 (``--threads 2 --repeat 100``, medians; ratios are steadier than times; full table in
 docs/tvm-backend.md, "int8 kernels"):
 
-- ResNet-50's 18 conv shapes: 460-790 GOP/s (3x3 convs 490-750, 1x1 500-790, the 7x7/2
-  stem on 3 channels 460); 2.2-4.4x faster than ORT's fp32 conv (whole-model ORT int8 is
-  2-2.8x faster than its fp32); 0.13-0.30x the time of ORT's single-layer QDQ conv
-  (geometric mean 0.21), which pays NCHW<->NHWC transposes that a whole model avoids (it is
-  0.4-1.0x as fast as ORT's own fp32 conv).
+- ResNet-50's 23 conv shapes (`RESNET50` and `RESNET50_MORE`): 540-880 GOP/s (3x3 convs
+  710-880, 1x1 540-840, the 7x7/2 stem on 3 channels 490; the tiny 1x1 64->64 on 56x56
+  300); 2.3-8x faster than ORT's fp32 conv (whole-model ORT int8 is 2-2.8x faster than its
+  fp32); 0.11-0.38x the time of ORT's single-layer QDQ conv (geometric mean 0.19), which
+  pays NCHW<->NHWC transposes that a whole model avoids (it is 0.4-1.7x as fast as ORT's
+  own fp32 conv).
 - BERT-base's products (128x768x768, 128x768x3072, 128x3072x768): 835-915 GOP/s, 0.84,
   0.97 and 0.90x the time of ORT's ``QLinearMatMul``.
 - Outputs: equal to ORT's or one unit apart on convs, up to 3 units on the products
@@ -56,6 +57,16 @@ class MatShape:
     def flops(self) -> int:
         return 2 * self.rows * self.k * self.n
 
+
+#: ResNet-50 conv shapes that `RESNET50` (one per distinct fp32 schedule case) leaves out
+#: but the int8 model runs, several of them many times (in brackets).
+RESNET50_MORE = [
+    Shape("64->64 1x1 56", 64, 64, 56, 1, 1, 0),
+    Shape("256->128 1x1 56", 256, 128, 56, 1, 1, 0),
+    Shape("512->256 1x1 28", 512, 256, 28, 1, 1, 0),
+    Shape("256->1024 1x1 14 [x6]", 256, 1024, 14, 1, 1, 0),
+    Shape("1024->512 1x1 14", 1024, 512, 14, 1, 1, 0),
+]
 
 BERT = [
     MatShape("bert qkv/out 128x768x768", 128, 768, 768),
@@ -231,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     cases: list[tuple[str, Any]] = []
     for name in args.set.split(","):
         if name.strip() == "resnet50":
-            cases += [("conv", s) for s in RESNET50]
+            cases += [("conv", s) for s in RESNET50 + RESNET50_MORE]
         elif name.strip() == "bert":
             cases += [("dense", s) for s in BERT]
     cases = [(k, s) for k, s in cases if args.only in s.name]
@@ -263,4 +274,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["BERT", "MatShape", "Shape", "bench_one", "main"]
+__all__ = ["BERT", "RESNET50_MORE", "MatShape", "Shape", "bench_one", "main"]

@@ -6,7 +6,8 @@ of four input channels (unsigned bytes, one int32 per position) with the four ma
 weights of the channel (signed bytes, broadcast). The output is NCHW, so a vector of
 positions is stored as it is, with the whole epilogue applied on the way.
 
-Two parallel stages:
+Two parallel stages (after a serial one: per output channel, the float ``scale`` and
+``shift`` of ``y = acc * scale + shift``, read by every tile's store):
 
 1. *repack*: the input (uint8, or int8 shifted by 128 so it reads as uint8) becomes
    ``xr[n, c4, phase, r * Wq + q]`` — one int32 holding input channels ``4 c4 .. 4 c4 + 3``
@@ -19,17 +20,26 @@ Two parallel stages:
    computed and dropped) and rounded up to ``V`` vectors: ``R x V`` accumulators stay in zmm
    registers through the reduction over ``(c4, kh, kw)``; each step loads ``V`` activation
    vectors, broadcasts ``R`` weight words and issues ``R x V`` ``vpdpbusd``. The store
-   converts ``acc + bias - zp * sum(w)`` to float32, multiplies by
-   ``float32(x_scale) * float32(w_scale[m])`` (`lepton_compiler.ops.quant.combined_scale`)
-   and runs the epilogue (`QEpilogue`) per output row, in whole vectors plus a tail.
-   Convs without dropped columns (``Wq == Wo``) use *flat* tiles instead: ``16 V``
-   consecutive output positions whatever rows they span, stored straight from the
-   accumulators.
+   computes ``float32(acc) * scale + shift`` in one multiply-add, where ``scale =
+   float32(x_scale) * float32(w_scale[m])`` (`lepton_compiler.ops.quant.combined_scale`)
+   and ``shift = float32(bias - zp * sum(w)) * scale``, and runs the epilogue
+   (`x86_qepilogue.QEpilogue`) per output row, in whole vectors plus a tail. Convs without dropped
+   columns (``Wq == Wo``) use *flat* tiles instead: ``16 V`` consecutive output positions
+   whatever rows they span, stored straight from the accumulators.
 
 Direct convs (1x1, stride 1, unpadded; half of ResNet-50's work) with flat tiles *fuse* the
-repack: a task is (image, position tile); it repacks its positions of every channel group
-into a local buffer, then runs every channel block on it, so the repacked activations never
-travel through memory (measured 1.1-1.6x faster on ResNet-50's 1x1 layers of 56x56-14x14).
+repack: a task is (image, position tile[, part of the channel blocks]); it repacks its
+positions of every channel group into a local buffer, then runs its channel blocks on it, so
+the repacked activations never travel through memory (measured 1.1-1.6x faster on
+ResNet-50's 1x1 layers of 56x56-14x14). The channel blocks go in parts (`fused_splits`)
+where the position tiles alone would leave a thread idle at the end (13 tiles on 2 threads).
+
+Flat tiles of ``16 x 1`` on outputs whose position count is not a multiple of 16 (7x7 and
+14x14 maps) run the last, partial position tile as a *channel-vector tail*
+(`QConvTile.tail`): one accumulator per leftover position holds the block's 16 channels,
+each step multiplies the block's weight vector of a tap (``R = 16`` packed words are one
+vector) by the position's broadcast activation word, so no lane is wasted on positions past
+the map (49 positions take 3 tiles and a tail instead of 4 tiles).
 
 Weights are packed at compile time (`pack_weights`) as ``[M / R, C4 * KH * KW, R]`` int32
 words (four int8 each), and their per-channel sums (`weight_sums`) are a second parameter
@@ -39,8 +49,7 @@ instruction (plain int32 arithmetic: correct, several times slower).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +59,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from ..vnni import dot4_generic, vpdpbusd
+from .x86_qepilogue import LANES, Operand, QEpilogue, fma, lrint, operand_offset, store_row
 
 __all__ = [
     "LANES",
@@ -58,6 +68,9 @@ __all__ = [
     "QConvWorkload",
     "QEpilogue",
     "choose_qconv_tile",
+    "fma",
+    "fused_splits",
+    "lrint",
     "operand_offset",
     "pack_weights",
     "qconv_func",
@@ -65,8 +78,6 @@ __all__ = [
     "weight_sums",
 ]
 
-#: int32 lanes of a zmm accumulator (16 output positions).
-LANES = 16
 #: zmm registers a tile may use: its accumulators, the operand vectors kept live across them
 #: (``min(r, v)``) and one more must fit in 30 of the 32, or LLVM spills accumulators in the
 #: reduction loop (measured: 3x3/2 512->512 on 14x14 with 14x2 accumulators, 31 registers,
@@ -74,95 +85,12 @@ LANES = 16
 VECTOR_REGISTERS = 30
 #: Accumulators per register tile at most.
 MAX_ACC = 28
+#: Accumulators per flat tile of a direct (1x1, stride 1) conv at most: measured on 1x1
+#: convs of 64-256 channels on 56x56, 13x2 accumulators ran 1.2-1.5x the time of 12x2,
+#: 8x3, 6x4 or 16x1 (while on 3x3 convs 13x2 row tiles are as fast as any).
+MAX_ACC_FUSED = 24
 
 Expr = Any  # tirx.PrimExpr
-
-
-# -- the epilogue -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Operand:
-    """A tensor the epilogue reads: its shape right-aligned to the output's logical shape
-    (every dim 1 or the output's) and its dtype."""
-
-    shape: tuple[int, ...]
-    dtype: str
-
-    @property
-    def size(self) -> int:
-        """Elements of the flat buffer the kernel declares."""
-        return math.prod(self.shape)
-
-
-def operand_offset(shape: Sequence[int], out_shape: Sequence[int], idx: Sequence[Expr]) -> Expr:
-    """Flat offset, in a row-major tensor of `shape` broadcast to `out_shape` (right-aligned,
-    size-1 dims read at 0), of the element at the logical output index `idx`."""
-    full = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
-    terms: list[Expr] = []
-    stride = 1
-    for d in range(len(out_shape) - 1, -1, -1):
-        if full[d] != 1:
-            terms.append(idx[d] * stride if stride != 1 else idx[d])
-            stride *= full[d]
-    if not terms:
-        return tirx.const(0, "int32")
-    off = terms[0]
-    for t in terms[1:]:
-        off = off + t
-    return off
-
-
-Loader = Callable[[tuple[Expr, ...]], Expr]
-
-
-@dataclass(frozen=True)
-class QEpilogue:
-    """The float epilogue of an integer group.
-
-    Attributes:
-        out_shape: the logical output shape that indices refer to (``[N, M, Ho, Wo]`` for a
-            conv, ``[rows, N]`` for a matrix product).
-        operands: the side tensors read, in kernel-parameter order.
-        output_dtypes: one dtype per group output (float32, uint8 or int8).
-        fn: ``(y, idx, loads) -> [expr per output]``: ``y`` is the integer op's float32
-            value at ``idx``; ``loads[i](idx)`` reads operand ``i``.
-        key: what determines the generated code (part of the kernel cache key).
-    """
-
-    out_shape: tuple[int, ...]
-    operands: tuple[Operand, ...]
-    output_dtypes: tuple[str, ...]
-    fn: Callable[[Expr, tuple[Expr, ...], list[Loader]], list[Expr]]
-    key: tuple[Any, ...]
-
-    def exprs(self, y: Expr, idx: tuple[Expr, ...], bufs: Sequence[Any]) -> list[Expr]:
-        """Every output's expression at `idx`, operand ``i`` read from ``bufs[i]``."""
-        loads: list[Loader] = [
-            (lambda ix, b=b, op=op: b[operand_offset(op.shape, self.out_shape, ix)])
-            for b, op in zip(bufs, self.operands, strict=True)
-        ]
-        return self.fn(y, idx, loads)
-
-
-def store_row(
-    width: int,
-    value: Callable[[Expr], Expr],
-    store: Callable[[Expr, Expr], None],
-) -> None:
-    """Emit ``store(col, value(col))`` for ``col`` in ``[0, width)``: whole vectors of
-    `LANES` (unrolled when few), then one vectorized tail."""
-    full = width // LANES
-    if full:
-        loop = T.unroll if full <= 8 else T.serial
-        with loop(0, full) as j, T.vectorized(0, LANES) as lane:
-            col = j * LANES + lane
-            store(col, value(col))
-    tail = width % LANES
-    if tail:
-        with T.vectorized(0, tail) as lane:
-            col = full * LANES + lane
-            store(col, value(col))
 
 
 # -- the workload and its tile ------------------------------------------------------------------
@@ -251,13 +179,21 @@ class QConvTile:
     splits each output row into that many tiles of ``16 v`` columns (rows longer than the
     register tile: more channels per tile). ``fused`` (flat tiles of direct convs: 1x1,
     stride 1, unpadded) repacks each tile's activations inside its task instead of in a
-    separate stage (see `qconv_func`)."""
+    separate stage (see `qconv_func`); ``splits`` (fused tiles) divides each task's
+    channel blocks into that many tasks. ``tail`` (flat ``16 x 1`` tiles) computes the
+    last, partial position tile with vectors over channels instead of positions. ``cvec``
+    (``tr = 1``, ``r`` a multiple of 16, ``16 v`` at least a chunk): a task is one chunk
+    of an output row (``chunks`` of about equal length) of ``r`` channels, vectors over
+    channels (one accumulator per position and 16 channels)."""
 
     r: int
     v: int
     tr: int
     fused: bool = False
     chunks: int = 1
+    splits: int = 1
+    tail: bool = False
+    cvec: bool = False
 
     def tiles(self, wl: QConvWorkload) -> int:
         """Position tiles per image and channel block."""
@@ -285,7 +221,12 @@ def choose_qconv_tile(wl: QConvWorkload, threads: int = 2) -> QConvTile:
     per cycle, as many as it issues ``vpdpbusd``); flat tiles over row tiles (no staging
     copy, whole-vector stores); enough tasks for the threads; then more accumulators. Tiles
     whose accumulators plus live operands exceed `VECTOR_REGISTERS` are never considered
-    (measured: they spill and run 2-4x slower).
+    (measured: they spill and run 2-4x slower), nor flat tiles of direct convs with more
+    than `MAX_ACC_FUSED` accumulators. A flat ``16 x 1`` tile on a map whose position count
+    is not a multiple of 16 gets a channel-vector tail (`QConvTile.tail`), counted as half
+    a tile (its few accumulators make it latency-bound): measured on 1x1 512->2048 and
+    2048->512 on 7x7, 16 x 1 with the tail 0.88x the time of 12 x 2 (49 positions in 64
+    lanes).
 
     Measured (2 threads, Zen 4 under other load, median of per-round time ratios): 1x1
     128->512 on 28x28, flat 12x2 or 8x3 0.55x the time of rows 3x7; 1x1 512->2048 on 7x7,
@@ -317,10 +258,14 @@ def choose_qconv_tile(wl: QConvWorkload, threads: int = 2) -> QConvTile:
         for r in range(1, 17):
             if r * v > MAX_ACC or r * v + min(r, v) + 1 > budget:
                 break
-            tile = QConvTile(r, v, tr, chunks=chunks)
+            if tr == 0 and wl.direct and r * v > MAX_ACC_FUSED:
+                break
+            tail = tr == 0 and (r, v) == (LANES, 1) and (ho * wo) % LANES != 0
+            tile = QConvTile(r, v, tr, chunks=chunks, tail=tail)
             mpad = -(-wl.m // r) * r
             tiles = tile.tiles(wl)
-            useful = (ho * wo * wl.m) / (tiles * LANES * v * mpad)
+            # a channel-vector tail costs about half a tile (few accumulators: latency)
+            useful = (ho * wo * wl.m) / ((tiles - 0.5 * tail) * LANES * v * mpad)
             acc = r * v
             tasks = wl.n * (mpad // r) * tiles
             score = (
@@ -334,17 +279,69 @@ def choose_qconv_tile(wl: QConvWorkload, threads: int = 2) -> QConvTile:
             )
             if best is None or score > best[0] + 1e-9:
                 best = (score, tile)
+    # channel-vector rows (`QConvTile.cvec`) on narrow maps: no lane wasted on dropped
+    # columns or positions past the map; at most 16 accumulators (measured: 3x3 256->256
+    # on 14x14 with 14 accumulators 0.86x the time of rows 13x2, with 28 1.5x; 3x3
+    # 512->512 on 7x7, 14 accumulators 0.77x rows 6x4, 21 0.83x; 1x1 on 7x7 outputs 0.95x
+    # 16 x 1 with a tail for a requantized output but 1.14x with a residual and a float
+    # output, 1x1 direct on 14x14 1.12x: so only maps with dropped columns; rows in chunks
+    # of at most 16: 3x3 128->128 on 28x28 0.89x rows 13x2, 64->64 on 56x56 0.94x; not
+    # for short reductions, whose scattered stores weigh: the 7x7/2 stem on 3 channels
+    # 1.6x)
+    if wq != wo and wl.c4 * wl.kh * wl.kw >= 64:
+        ch = -(-wo // LANES)  # row chunks of at most 16 positions
+        seg = -(-wo // ch)
+        for cv in range(1, LANES // seg + 1):
+            r = cv * LANES
+            acc = seg * cv
+            if acc + cv + 1 > budget:
+                break
+            tile = QConvTile(r, 1, 1, cvec=True, chunks=ch)
+            mpad = -(-wl.m // r) * r
+            tasks = wl.n * (mpad // r) * ho * ch
+            score = (
+                (wl.m / mpad)
+                * min(1.0, acc / 12)
+                * 0.97  # a broadcast per position and step
+                * min(1.0, tasks / (4 * threads))
+                * (1.0 + 0.004 * acc)
+            )
+            if best is None or score > best[0] + 1e-9:
+                best = (score, tile)
     assert best is not None
     tile = best[1]
     local_bytes = wl.c4 * LANES * tile.v * 4  # a task's repacked activations (on its stack)
-    if (
-        tile.tr == 0
-        and wl.direct
-        and wl.n * tile.tiles(wl) >= 4 * threads
-        and local_bytes <= 1 << 17
-    ):
-        tile = QConvTile(tile.r, tile.v, 0, fused=True)
+    if tile.tr == 0 and wl.direct and local_bytes <= 1 << 17:
+        splits = fused_splits(wl, tile, threads)
+        if splits:
+            tile = QConvTile(tile.r, tile.v, 0, fused=True, splits=splits, tail=tile.tail)
     return tile
+
+
+def fused_splits(wl: QConvWorkload, tile: QConvTile, threads: int) -> int:
+    """How many parts a fused task's channel blocks go in (each part repacks the task's
+    positions again), or 0 when fusing does not pay: fewer than ``4 threads`` position
+    tiles (measured on 1x1 512->2048 and 2048->512 on 7x7, 4 tiles of 16 x 1: the
+    separate repack stage 0.88x the time of fused tasks in 2 or 4 parts).
+
+    Picks the split (1 to 4, at least 4 channel blocks a part) whose tasks fill the
+    threads best: ``n * tiles * splits`` tasks of ``ceil(blocks / splits)`` blocks each, on
+    `threads` threads in rounds. Measured: 1x1 256->1024 on 14x14 (13 position tiles of
+    16), 2 parts 0.94x the time of 1.
+    """
+    mb = -(-wl.m // tile.r)
+    if wl.n * tile.tiles(wl) < 4 * threads:
+        return 0
+    best: tuple[float, int] | None = None
+    for s in range(1, 5):
+        if s > 1 and mb < 4 * s:
+            break
+        tasks = wl.n * tile.tiles(wl) * s
+        per = -(-mb // s)
+        eff = tasks / (threads * -(-tasks // threads)) * mb / (s * per) / (1 + 0.02 * (s - 1))
+        if best is None or eff > best[0] + 1e-9:
+            best = (eff, s)
+    return 0 if best is None else best[1]
 
 
 # -- packing (NumPy, at compile time) -------------------------------------------------------------
@@ -395,6 +392,18 @@ def qconv_func(
     on flat buffers (see the module docstring)."""
     if tile.fused and not (wl.direct and tile.tr == 0):
         raise ValueError(f"{tile}: a fused repack needs flat tiles of a direct conv")
+    if tile.splits > 1 and not tile.fused:
+        raise ValueError(f"{tile}: only fused tiles split their channel blocks")
+    if tile.tail and not (tile.tr == 0 and (tile.r, tile.v) == (LANES, 1)):
+        raise ValueError(f"{tile}: a channel-vector tail needs flat tiles of 16 x 1")
+    if tile.tail and not (wl.out_hw[0] * wl.out_hw[1]) % LANES:
+        raise ValueError(f"{tile}: no partial position tile to run as a tail")
+    if tile.cvec and (
+        tile.r % LANES or tile.tr != 1 or tile.fused or tile.tail
+        or LANES * tile.v < -(-wl.out_hw[1] // tile.chunks)
+        or (tile.chunks - 1) * -(-wl.out_hw[1] // tile.chunks) >= wl.out_hw[1]
+    ):  # fmt: skip
+        raise ValueError(f"{tile}: channel-vector tiles are 16 k channels x a row chunk")
     n_, c, h, w, m = wl.n, wl.c, wl.h, wl.w, wl.m
     sh, sw = wl.strides
     pt, pl = wl.pads[0], wl.pads[1]
@@ -497,9 +506,34 @@ def qconv_func(
 
         npos = ho * wo
 
+        # 0. per output channel, once per call: the float scale and the shift (bias and
+        # zero-point compensation, scaled) of ``y = acc * scale + shift``, so each tile's
+        # store reads two floats per channel instead of recomputing them
+        tsc = T.decl_buffer((m,), "float32")
+        tsh = T.decl_buffer((m,), "float32")
+
+        def channel_consts(mm: Expr) -> None:
+            comp = zp * wsum[mm]
+            comp = bias[mm] - comp if bias is not None else -comp
+            scale = xs[0] * (ws[mm] if wl.per_channel else ws[0])
+            shift = tirx.Cast("float32", comp) * scale
+            if epi.affine is not None:
+                a, b = (tirx.const(float(v), "float32") for v in epi.affine)
+                scale, shift = scale * a, fma(shift, a, b)
+            T.buffer_store(tsc, scale, [mm])
+            T.buffer_store(tsh, shift, [mm])
+
+        if m // LANES:
+            with T.serial(0, m // LANES) as j, T.vectorized(0, LANES) as lane:
+                channel_consts(j * LANES + lane)
+        if m % LANES:
+            with T.vectorized(0, m % LANES) as lane:
+                channel_consts(m // LANES * LANES + lane)
+
         def conv_tile(n: Expr, cb: Expr, rb: Expr, load: Callable[..., Expr]) -> None:
-            """Accumulate the tile of channel block `cb`, position tile `rb` (activation
-            vectors from `load(g, slot, off, vi)`) and store it through the epilogue."""
+            """Accumulate the tile of channel block `cb`, position tile `rb` (activations
+            read from ``buf[at:]`` where ``buf, at = load(g, slot, off)``) and store it
+            through the epilogue."""
             acc = T.decl_buffer((R * V * LANES,), i32, scope="local")
             rows_tile = TR and tile.chunks == 1  # whole rows: stored through a staging copy
             stage = T.decl_buffer((R * V * LANES,), i32, scope="local") if rows_tile else None
@@ -526,7 +560,8 @@ def qconv_func(
                 for i in range(wl.kh):
                     for j in range(wl.kw):
                         slot, off = wl.tap(i, j)
-                        step(g, wbase, i * wl.kw + j, [load(g, slot, p0 + off, vi)
+                        buf, at = load(g, slot, p0 + off)
+                        step(g, wbase, i * wl.kw + j, [buf[tirx.Ramp(at + vi * LANES, 1, LANES)]
                                                       for vi in range(V)])  # fmt: skip
             if stage is not None:
                 for k in range(R * V):
@@ -535,12 +570,7 @@ def qconv_func(
             # store: per channel, per output row of the tile (flat: the tile's positions)
             for ri in range(R):
                 mm = cb * R + ri
-                comp = zp * wsum[mm]
-                if bias is not None:
-                    comp = bias[tirx.min(mm, m - 1)] - comp
-                else:
-                    comp = -comp
-                scale = xs[0] * ws[tirx.min(mm, m - 1) if wl.per_channel else 0]
+                scale, shift_f = tsc[tirx.min(mm, m - 1)], tsh[tirx.min(mm, m - 1)]
 
                 def emit(
                     width: int,
@@ -548,12 +578,12 @@ def qconv_func(
                     off: Expr,
                     obase: Expr,
                     where: Callable[[Expr], tuple[Expr, Expr]],
-                    comp: Expr = comp,
+                    shift_f: Expr = shift_f,
                     scale: Expr = scale,
                     mm: Expr = mm,
                 ) -> None:
                     def value(col: Expr) -> Expr:
-                        return tirx.Cast("float32", src[off + col] + comp) * scale
+                        return fma(tirx.Cast("float32", src[off + col]), scale, shift_f)
 
                     def store(col: Expr, y: Expr) -> None:
                         oh, ow = where(col)
@@ -601,25 +631,139 @@ def qconv_func(
                             with T.Else():
                                 flat(V * LANES)
 
+        tail = npos % LANES
+
+        def conv_cvec(
+            n: Expr,
+            cb: Expr,
+            count: int,
+            p_in: Expr,
+            where: Callable[[int], tuple[Expr, Expr]],
+            load: Callable[..., tuple[Any, Expr]],
+        ) -> None:
+            """`count` output positions of channel block `cb` with vectors over channels:
+            one accumulator per position and 16 channels (``R / 16`` vectors a position),
+            each step ``R / 16`` weight vectors of a tap times the broadcast activation word
+            of every position (consecutive words from flattened position `p_in` of the
+            repacked input); stored through the epilogue per position, 16 channels at a
+            time. `where(q)` is position ``q``'s output ``(row, column)``."""
+            cv = R // LANES
+            # few accumulators (a tail of 1-4 positions) would chain every vpdpbusd on the
+            # previous one: channel groups then go round-robin to `copies` sets, summed
+            # at the end (measured: 1x1 512->2048 on 7x7, a 1-position tail, 0.97x)
+            copies = max(1, min(4, c4, -(-8 // (count * cv))))
+            size = count * cv * LANES
+            acc = T.decl_buffer((copies * size,), i32, scope="local")
+            for k in range(copies * count * cv):
+                T.buffer_store(acc, tirx.Broadcast(tirx.const(0, i32), LANES),
+                               [tirx.Ramp(k * LANES, 1, LANES)])  # fmt: skip
+
+            def group(g: Expr, base: int) -> None:
+                wbase = (cb * c4 + g) * (taps * R)
+                for i in range(wl.kh):
+                    for j in range(wl.kw):
+                        slot, off = wl.tap(i, j)
+                        tap = i * wl.kw + j
+                        wvec = [wp[tirx.Ramp(wbase + tap * R + c * LANES, 1, LANES)]
+                                for c in range(cv)]  # fmt: skip
+                        buf, at = load(g, slot, p_in + off)
+                        for q in range(count):
+                            word = tirx.Broadcast(buf[at + q], LANES)
+                            for c in range(cv):
+                                idx = tirx.Ramp(base + (q * cv + c) * LANES, 1, LANES)
+                                T.buffer_store(acc, dot(acc[idx], word, wvec[c]), [idx])
+
+            with T.serial(0, c4 // copies) as gg:
+                for k in range(copies):
+                    group(gg * copies + k, k * size)
+            if c4 % copies:
+                with T.serial(c4 // copies * copies, c4) as g:
+                    group(g, 0)
+            for k in range(1, copies):
+                for v in range(count * cv):
+                    idx = tirx.Ramp(v * LANES, 1, LANES)
+                    src = tirx.Ramp(k * size + v * LANES, 1, LANES)
+                    T.buffer_store(acc, acc[idx] + acc[src], [idx])
+            for q in range(count):
+                oh, ow = where(q)
+                for c in range(cv):
+
+                    def lane_store(lane: Expr, q: int = q, c: int = c, oh: Expr = oh,
+                                   ow: Expr = ow) -> None:  # fmt: skip
+                        mm = cb * R + c * LANES + lane
+                        a = acc[(q * cv + c) * LANES + lane]
+                        y = fma(tirx.Cast("float32", a), tsc[mm], tsh[mm])
+                        for o, e in zip(outs, epi.exprs(y, (n, mm, oh, ow), opers), strict=True):
+                            T.buffer_store(o, e, [((n * m + mm) * ho + oh) * wo + ow])
+
+                    if m % R == 0:
+                        with T.vectorized(0, LANES) as lane:
+                            lane_store(lane)
+                    else:
+                        with T.serial(0, LANES) as lane:
+                            with T.If(cb * R + c * LANES + lane < m), T.Then():
+                                lane_store(lane)
+
+        def conv_tail(n: Expr, cb: Expr, load: Callable[..., tuple[Any, Expr]]) -> None:
+            """The last ``npos % 16`` positions of channel block `cb` (`QConvTile.tail`)."""
+            p0 = npos - tail
+
+            def where(q: int) -> tuple[Expr, Expr]:
+                return tirx.const((p0 + q) // wo, i32), tirx.const((p0 + q) % wo, i32)
+
+            conv_cvec(n, cb, tail, tirx.const(p0, i32), where, load)
+
+        def conv_or_tail(n: Expr, cb: Expr, rb: Expr, load: Callable[..., Any]) -> None:
+            """`conv_tile`, or `conv_tail` for the last position tile of a tail tile, or
+            `conv_cvec` on output row `rb` for channel-vector tiles."""
+            if tile.cvec:
+                ch = tile.chunks
+                seg = -(-wo // ch)  # positions of a chunk (the last may have fewer)
+                row, k = rb // ch, rb % ch
+
+                def chunk(count: int) -> None:
+                    conv_cvec(n, cb, count, row * wq + k * seg,
+                              lambda q: (row, k * seg + q), load)  # fmt: skip
+
+                if seg * ch == wo:
+                    chunk(seg)
+                else:
+                    with T.If(k < ch - 1):
+                        with T.Then():
+                            chunk(seg)
+                        with T.Else():
+                            chunk(wo - (ch - 1) * seg)
+                return
+            if not tile.tail:
+                conv_tile(n, cb, rb, load)
+                return
+            with T.If(rb < rt - 1):
+                with T.Then():
+                    conv_tile(n, cb, rb, load)
+                with T.Else():
+                    conv_tail(n, cb, load)
+
         if not tile.fused:
             assert xr is not None
             # 2. conv: one task per (image, channel block, row tile)
             with T.parallel(0, n_ * mb * rt) as t:
                 n = t // (rt * mb)
 
-                def from_xr(g: Expr, slot: int, off: Expr, vi: int, n: Expr = n) -> Expr:
-                    base = (n * c4 + g) * (ns * lq) + slot * lq + off + vi * LANES
-                    return xr[tirx.Ramp(base, 1, LANES)]
+                def from_xr(g: Expr, slot: int, off: Expr, n: Expr = n) -> tuple[Any, Expr]:
+                    return xr, (n * c4 + g) * (ns * lq) + slot * lq + off
 
-                conv_tile(n, (t // rt) % mb, t % rt, from_xr)
+                conv_or_tail(n, (t // rt) % mb, t % rt, from_xr)
         else:
             # 2'. direct conv, repack fused: one task per (image, position tile) repacks
             # its positions of every channel group into a local buffer (no trip through
             # memory), then runs every channel block on it
             tl = V * LANES
-            with T.parallel(0, n_ * rt) as t:
-                rb = t % rt
-                n = t // rt
+            S = tile.splits
+            per = -(-mb // S)  # channel blocks per task
+            with T.parallel(0, n_ * rt * S) as t:
+                part = t % S
+                rb = (t // S) % rt
+                n = t // (S * rt)
                 p0 = rb * tl
                 xl = T.decl_buffer((c4 * tl,), i32, scope="local")
 
@@ -647,10 +791,15 @@ def qconv_func(
                         with T.Else():
                             fill(last)
 
-                def from_xl(g: Expr, slot: int, off: Expr, vi: int, p0: Expr = p0) -> Expr:
-                    return xl[tirx.Ramp(g * tl + (off - p0) + vi * LANES, 1, LANES)]
+                def from_xl(g: Expr, slot: int, off: Expr, p0: Expr = p0) -> tuple[Any, Expr]:
+                    return xl, g * tl + (off - p0)
 
-                with T.serial(0, mb) as cb:
-                    conv_tile(n, cb, rb, from_xl)
+                with T.serial(0, per) as k:
+                    cb = part * per + k
+                    if per * S == mb:
+                        conv_or_tail(n, cb, rb, from_xl)
+                    else:
+                        with T.If(cb < mb), T.Then():
+                            conv_or_tail(n, cb, rb, from_xl)
     func = ib.get()
     return func.with_attr("global_symbol", "main")

@@ -65,6 +65,7 @@ def qconv_graph(
     """``y = epilogue(QConv(x, ...))`` with random constants. Epilogues: ``none`` (float
     output), ``relu``, ``clip``, ``relu_q`` (Relu + QuantizeLinear to uint8),
     ``residual_relu_q`` (Add of a float input, Relu, QuantizeLinear to int8),
+    ``saturate_q`` (QuantizeLinear to int8 with a tiny scale: every value saturates),
     ``q_dq_add`` (QuantizeLinear, DequantizeLinear, Add of a float input)."""
     rng = np.random.default_rng(seed)
     xdt = DType.INT8 if signed else DType.UINT8
@@ -93,6 +94,10 @@ def qconv_graph(
         r = g.add_input(Value("r", TensorType(DType.FLOAT32, out_shape)))
         y = add(g, "Relu", [add(g, "Add", [y, r])])
         y = add(g, "QuantizeLinear", [y, g.add_constant(np.float32(0.03)),
+                                      g.add_constant(np.int8(-5))])  # fmt: skip
+    elif epilogue == "saturate_q":
+        # a scale so small that most values land far outside int8 (and int32) when divided
+        y = add(g, "QuantizeLinear", [y, g.add_constant(np.float32(1e-9)),
                                       g.add_constant(np.int8(-5))])  # fmt: skip
     elif epilogue == "q_dq_add":
         r = g.add_input(Value("r", TensorType(DType.FLOAT32, out_shape)))
@@ -171,7 +176,9 @@ def test_shapes_float_output(shape: str) -> None:
     check(_conv, **SHAPES[shape])
 
 
-@pytest.mark.parametrize("epilogue", ["relu", "clip", "relu_q", "residual_relu_q", "q_dq_add"])
+@pytest.mark.parametrize(
+    "epilogue", ["relu", "clip", "relu_q", "residual_relu_q", "q_dq_add", "saturate_q"]
+)
 def test_epilogues(epilogue: str) -> None:
     check(_conv, **SHAPES["3x3_s2_p1"], epilogue=epilogue)
 
@@ -212,6 +219,96 @@ def test_tile_forms(tile: QConvTile, monkeypatch: pytest.MonkeyPatch) -> None:
     check(_conv, c=16, m=8, hw=(5, 5), k=(1, 1), signed=True, epilogue="relu_q")
     if tile.tr:
         check(_conv, **SHAPES["3x3_s1_p1"], epilogue="residual_relu_q")
+
+
+@pytest.mark.parametrize(
+    "tile",
+    [QConvTile(5, 1, 0, fused=True, splits=2), QConvTile(2, 3, 0, fused=True, splits=3)],
+    ids=["fused_5x1_split2", "fused_2x3_split3"],
+)
+def test_fused_splits(tile: QConvTile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fused tiles whose channel blocks go in parts (parts of unequal size: 5 or 11 blocks
+    in 2 or 3 parts), batch 2, a partial last position tile and a residual operand."""
+    monkeypatch.setattr(qconv_family, "choose_qconv_tile", lambda wl, threads=2: tile)
+    check(_conv, c=9, m=21, hw=(7, 9), k=(1, 1), n=2, epilogue="residual_relu_q")
+    check(_conv, c=16, m=10, hw=(5, 5), k=(1, 1), signed=True, epilogue="relu_q")
+
+
+@pytest.mark.parametrize(
+    "tile",
+    [QConvTile(16, 1, 0, tail=True), QConvTile(16, 1, 0, fused=True, tail=True),
+     QConvTile(16, 1, 0, fused=True, splits=2, tail=True)],
+    ids=["tail", "fused_tail", "fused_split_tail"],
+)  # fmt: skip
+def test_channel_vector_tail(tile: QConvTile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last, partial position tile computed over channels (one accumulator per
+    position): M a multiple of 16 (vector stores) or not (per-channel stores), a full-shaped
+    residual operand, batch 2, strided 1x1 (not fused) and direct convs."""
+    monkeypatch.setattr(qconv_family, "choose_qconv_tile", lambda wl, threads=2: tile)
+    check(_conv, c=9, m=21, hw=(7, 9), k=(1, 1), n=2, epilogue="residual_relu_q")
+    check(_conv, c=20, m=64, hw=(7, 7), k=(1, 1), epilogue="residual_relu_q")
+    check(_conv, c=16, m=32, hw=(5, 5), k=(1, 1), signed=True, epilogue="relu_q")
+    if not tile.fused:
+        check(_conv, c=12, m=48, hw=(13, 13), k=(1, 1), strides=(2, 2), epilogue="none")
+
+
+@pytest.mark.parametrize(
+    "tile", [QConvTile(16, 1, 1, cvec=True), QConvTile(32, 1, 1, cvec=True)], ids=["16", "32"]
+)
+def test_channel_vector_rows(tile: QConvTile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channel-vector tiles (one output row of 16 k channels a task, vectors over channels):
+    padded 3x3 on 7x7 (M a multiple of the block or not), strided, batch 2, a residual
+    operand, int8 activations, and a 1x1."""
+    monkeypatch.setattr(qconv_family, "choose_qconv_tile", lambda wl, threads=2: tile)
+    check(_conv, c=12, m=64, hw=(7, 7), k=(3, 3), pads=(1, 1, 1, 1), epilogue="relu_q")
+    check(_conv, c=9, m=40, hw=(7, 7), k=(3, 3), pads=(1, 1, 1, 1), n=2,
+          epilogue="residual_relu_q")  # fmt: skip
+    check(_conv, c=8, m=32, hw=(13, 13), k=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1),
+          signed=True, epilogue="relu_q")  # fmt: skip
+    check(_conv, c=16, m=48, hw=(7, 7), k=(1, 1), epilogue="none")
+
+
+@pytest.mark.parametrize(
+    "tile",
+    [QConvTile(16, 1, 1, cvec=True, chunks=2), QConvTile(32, 1, 1, cvec=True, chunks=3)],
+    ids=["16_chunks2", "32_chunks3"],
+)
+def test_channel_vector_row_chunks(tile: QConvTile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channel-vector tiles on rows in chunks (19 columns: chunks of 10 + 9 or 7 + 7 + 5),
+    padded and strided, a residual operand, batch 2."""
+    monkeypatch.setattr(qconv_family, "choose_qconv_tile", lambda wl, threads=2: tile)
+    check(_conv, c=12, m=40, hw=(6, 19), k=(3, 3), pads=(1, 1, 1, 1), n=2,
+          epilogue="residual_relu_q")  # fmt: skip
+    check(_conv, c=8, m=32, hw=(9, 38), k=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1),
+          signed=True, epilogue="relu_q")  # fmt: skip
+
+
+def test_split_choice() -> None:
+    """Fused tiles split their channel blocks where the position tiles alone leave a thread
+    idle part of the time; never into parts of fewer than 4 blocks; too few position tiles
+    keep the separate repack stage. Layers with a partial last position tile get 16 x 1
+    tiles with a channel-vector tail."""
+    from lepton_compiler.targets.tvm.schedules.x86_qconv import fused_splits
+
+    def wl(c: int, m: int, hw: int) -> QConvWorkload:
+        return QConvWorkload(1, c, hw, hw, m, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), False, True,
+                             True)  # fmt: skip
+
+    assert fused_splits(wl(64, 256, 56), QConvTile(16, 1, 0), 2) == 1  # 196 tiles: even
+    assert fused_splits(wl(256, 1024, 14), QConvTile(16, 1, 0), 2) == 2  # 13 tiles
+    assert fused_splits(wl(512, 2048, 7), QConvTile(12, 2, 0), 2) == 0  # 2 tiles
+    assert fused_splits(wl(16, 16, 4), QConvTile(16, 1, 0), 2) == 0  # 1 tile, 1 block
+    for c, m, hw in [(64, 256, 56), (256, 1024, 14), (1024, 256, 14), (128, 512, 28)]:
+        t = choose_qconv_tile(wl(c, m, hw))
+        assert t.fused and t.r * t.v <= 24
+        assert t.splits == 1 or -(-m // t.r) >= 4 * t.splits
+        assert t.tail == (hw * hw % 16 != 0)
+    for c, m in [(512, 2048), (2048, 512)]:
+        assert choose_qconv_tile(wl(c, m, 7)) == QConvTile(16, 1, 0, tail=True)
+    for c, hw, k, st in [(256, 14, 3, 1), (512, 7, 3, 1), (512, 14, 3, 2), (64, 56, 3, 1)]:
+        w3 = QConvWorkload(1, c, hw, hw, c, k, k, (st, st), (1, 1, 1, 1), (1, 1), False, True,
+                           True)  # fmt: skip
+        assert choose_qconv_tile(w3).cvec
 
 
 @pytest.mark.parametrize(
@@ -309,6 +406,20 @@ def test_dequantized_side_input() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
 
 
+@pytest.mark.parametrize(
+    ("epilogue", "folded"),
+    [("relu_q", True), ("saturate_q", True), ("residual_relu_q", False), ("relu", False)],
+)
+def test_requantize_is_folded(epilogue: str, folded: bool) -> None:
+    """``[Relu ->] QuantizeLinear`` alone folds into the conv's per-channel scale and shift
+    (the group's numbers are checked by `test_epilogues`); other epilogues stay as they
+    are."""
+    fused = _fused(qconv_graph(**SHAPES["1x1_s1"], epilogue=epilogue))
+    anchor = qconv_family.anchor_of(fused.attrs["body"], "lepton.QConv")
+    epi, _ = qconv_family.lower_epilogue(fused, anchor, tuple(anchor.outputs[0].shape))
+    assert (qconv_family.folded_requantize(fused, anchor, epi).affine is not None) == folded
+
+
 def test_grouped_conv_is_refused() -> None:
     g = qconv_graph(c=8, m=8, hw=(6, 6), k=(3, 3), pads=(1, 1, 1, 1), group=8, epilogue="relu")
     with pytest.raises(LoweringError, match="grouped"):
@@ -334,13 +445,20 @@ def test_unsupported_epilogue_op_is_refused() -> None:
 
 def test_tiles_fit_the_registers() -> None:
     """Every tile keeps its accumulators and live operands within 30 of the 32 zmm registers and
-    covers its rows; ResNet-50's layers get tiles with at least 12 accumulators."""
+    covers its rows; ResNet-50's layers get tiles with at least 12 accumulators; narrow
+    padded or strided maps (14x14, 7x7 outputs) get channel-vector rows."""
     layers = [(64, 64, 56, 3, 1), (128, 512, 28, 1, 1), (256, 256, 14, 3, 1),
-              (512, 2048, 7, 1, 1), (3, 64, 224, 7, 2), (256, 512, 56, 1, 2)]  # fmt: skip
+              (512, 2048, 7, 1, 1), (3, 64, 224, 7, 2), (256, 512, 56, 1, 2),
+              (512, 512, 7, 3, 1), (512, 512, 14, 3, 2)]  # fmt: skip
     for c, m, h, k, s in layers:
         p = k // 2
         wl = QConvWorkload(1, c, h, h, m, k, k, (s, s), (p, p, p, p), (1, 1), False, True, True)
         t = choose_qconv_tile(wl)
+        if t.cvec:  # a row chunk of r channels: an accumulator per position and 16
+            seg = -(-wl.out_hw[1] // t.chunks)
+            assert (t.tr, t.r % 16, t.fused) == (1, 0, False) and 16 * t.v >= seg
+            assert 12 <= seg * t.r // 16 <= 16
+            continue
         assert t.r * t.v + min(t.r, t.v) + 1 <= 30
         assert t.tr * wl.phase_hw[1] <= 16 * t.v or (t.tr == 1 and t.chunks * 16 * t.v >= h // s)
         assert t.tr or wl.phase_hw[1] == wl.out_hw[1]  # flat tiles: no dropped columns
