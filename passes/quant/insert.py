@@ -3,8 +3,9 @@ chosen layer, DequantizeLinear of int8 weights and int32 biases.
 
 Only the layers' operands are quantized; every other reader of an activation keeps the float
 value, so ops that stay float see no boundary at all (the fewest Q/DQ pairs). An activation
-read by several layers (BERT's Q, K and V projections) gets one pair. The layer nodes and their
-output values are unchanged (names included), which the per-layer report relies on.
+read by several layers (BERT's Q, K and V projections) gets one pair. A residual Add of such an
+activation reads the dequantized copy too (`_residuals_read_quantized`). The layer nodes and
+their output values are unchanged (names included), which the per-layer report relies on.
 """
 
 from __future__ import annotations
@@ -128,6 +129,19 @@ def insert_qdq(
         quantize_layer(graph, layer, dq_of[x], p.scale, per_channel)
         done += 1
     if done:
+        _residuals_read_quantized(dq_of)
         graph.remove_unused_constants()
         graph.sort()
     return done
+
+
+def _residuals_read_quantized(dq_of: Mapping[Value, Value]) -> None:
+    """A residual Add that reads an activation which is quantized anyway (a block's input,
+    also read by the block's first layer) reads its dequantized copy instead. The kernel that
+    makes the activation then stores only the uint8 tensor, and the Add reads that through
+    DequantizeLinear (a quarter of the bytes), as quantized runtimes compute residual blocks.
+    The rounding this adds to the skip path is the activation's own quantization step."""
+    for x, dq in dq_of.items():
+        for node, index in list(x.uses):
+            if node.op == "Add" and node.inputs[1 - index] is not None:
+                node.set_input(index, dq)

@@ -116,7 +116,7 @@ def test_benchmark_builders_int8_cosine(name: str) -> None:
 
 def _resnet_block_model() -> bytes:
     """Stem conv + ReLU + MaxPool, a residual block, GlobalAveragePool and a Gemm: every
-    int8 group kind of ResNet-50 (requantizing epilogues, two-output groups, the pool with a
+    int8 group kind of ResNet-50 (requantizing epilogues, residuals read as uint8, the pool with a
     QuantizeLinear epilogue, a lone QuantizeLinear)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -165,7 +165,8 @@ def test_tvm_int8_resnet_block_runs_in_integer_kernels() -> None:
     assert tvm.report.fallbacks == []
     kinds = [g["anchor"] + "+" + "+".join(g["epilogue"]) for g in tvm.report.fused_groups]
     assert "lepton.QConv+Relu+QuantizeLinear" in kinds  # requantized in the store
-    assert "lepton.QConv+Add+Relu+QuantizeLinear" in kinds  # two outputs: float and uint8
+    # the residual read as uint8 and dequantized in the kernel
+    assert "lepton.QConv+DequantizeLinear+Add+Relu+QuantizeLinear" in kinds
     x = {"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
     a, b = ref.run(x)["y"], tvm.run(x)["y"]
     # requantization may round a tie the other way: a few output steps at most

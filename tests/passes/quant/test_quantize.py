@@ -198,14 +198,14 @@ def test_int8_needs_opt_level_two() -> None:
         lepton_compiler.compile(_model(), opt_level=1, quantize=Int8Config(calibration=[]))
 
 
-def _residual_model() -> bytes:
+def _residual_model(op: str = "Sub") -> bytes:
     w1 = RNG.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3
     w2 = RNG.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
         helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
-        helper.make_node("Add", ["c2", "r1"], ["y"], name="residual"),
+        helper.make_node(op, ["c2", "r1"], ["y"], name="residual"),
     ]
     inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")]
     graph = helper.make_graph(
@@ -220,7 +220,7 @@ def _residual_model() -> bytes:
 
 @pytest.mark.parametrize("two_outputs", [True, False])
 def test_requantize_joins_the_group_of_a_shared_value(two_outputs: bool) -> None:
-    """conv1's ReLU output feeds conv2 (through QuantizeLinear) and the residual Add: the
+    """conv1's ReLU output feeds conv2 (through QuantizeLinear) and a float Sub: the
     QuantizeLinear joins conv1's group as a second output unless the option is off."""
     samples = [{"x": RNG.standard_normal((1, 4, 5, 5)).astype(np.float32)} for _ in range(2)]
     model = _residual_model()
@@ -268,3 +268,21 @@ def test_grouped_convolutions_stay_float_unless_asked(grouped: bool) -> None:
     ops = _inner_ops(compiled)
     assert ops.count("lepton.QConv") == (2 if grouped else 1)
     assert ("excluded dw: grouped convolution" in compiled.report.int8) != grouped
+
+
+def test_residual_add_reads_the_quantized_block_input() -> None:
+    """A residual Add of an activation that is quantized anyway reads its dequantized copy:
+    conv1's group stores only uint8, and conv2's group dequantizes the residual as it reads
+    it."""
+    samples = [{"x": RNG.standard_normal((1, 4, 5, 5)).astype(np.float32)} for _ in range(2)]
+    model = _residual_model("Add")
+    compiled = lepton_compiler.compile(model, quantize=Int8Config(calibration=samples))
+    groups = [node for node in compiled.graph if node.op == "lepton.Fused"]
+    assert [[n.op for n in g.attrs["body"]] for g in groups] == [
+        ["lepton.QConv", "Relu", "QuantizeLinear"],
+        ["lepton.QConv", "DequantizeLinear", "Add"],
+    ]
+    assert len(groups[0].outputs) == 1
+    x = samples[0]
+    ref = lepton_compiler.compile(model).run(x)["y"]
+    assert np.abs(compiled.run(x)["y"] - ref).max() <= 0.05 * np.abs(ref).max()
