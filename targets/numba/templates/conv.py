@@ -213,6 +213,27 @@ def emit_im2col(code: Lines, g: _Geo, copy: Callable[[str], list[str]]) -> None:
     code(f"dst[base + hi : base + {g.ow}] = 0.0").dedent().dedent().dedent()
 
 
+def emit_taps(code: Lines, g: _Geo, result: str) -> None:
+    """The direct (depthwise) loops over one padded plane ``pad``: the channel's weights as
+    locals, the output rows and columns, and ``result = sum of taps``; the code is left inside
+    the column loop, where the caller stores."""
+    taps = [(ky, kx) for ky in range(g.kh) for kx in range(g.kw)]
+    for ky, kx in taps:
+        code(f"w{ky}_{kx} = w[oc, {ky}, {kx}]")
+    code(f"for oy in range({g.oh}):").indent()
+    for ky in range(g.kh):
+        code(f"r{ky} = pad[oy * {g.sh} + {ky * g.dh}]")
+    code(f"for ox in range({g.ow}):").indent()
+    code(f"ix = ox * {g.sw}")
+    terms = [f"r{ky}[ix + {kx * g.dw}] * w{ky}_{kx}" for ky, kx in taps]
+    code(f"{result} = (")
+    code.indent()
+    for i in range(0, len(terms), 3):
+        code(" + ".join(terms[i : i + 3]) + (" +" if i + 3 < len(terms) else ""))
+    code.dedent()
+    code(")")
+
+
 def _gemm(
     code: Lines, consts: Constants, g: _Geo, bias: str | None, chain: Chain, tiles: int
 ) -> None:
@@ -261,20 +282,8 @@ def _direct(code: Lines, consts: Constants, g: _Geo, bias: str | None, chain: Ch
     if y1 > y0 and x1 > x0:
         code(f"for iy in range({y0}, {y1}):").indent()
         code(f"pad[iy + {g.ph}, {x0 + g.pw} : {x1 + g.pw}] = x[n, c, iy, {x0}:{x1}]").dedent()
-    taps = [(ky, kx) for ky in range(g.kh) for kx in range(g.kw)]
-    for ky, kx in taps:
-        code(f"w{ky}_{kx} = w[oc, {ky}, {kx}]")
-    code(f"for oy in range({g.oh}):").indent()
-    for ky in range(g.kh):
-        code(f"r{ky} = pad[oy * {g.sh} + {ky * g.dh}]")
-    code(f"for ox in range({g.ow}):").indent()
-    code(f"ix = ox * {g.sw}")
-    terms = [f"r{ky}[ix + {kx * g.dw}] * w{ky}_{kx}" for ky, kx in taps]
-    code("acc = (")
-    code.indent()
-    for i in range(0, len(terms), 3):
-        code(" + ".join(terms[i : i + 3]) + (" +" if i + 3 < len(terms) else ""))
-    code.dedent()
-    code(")" + (f" + {bias}[oc]" if bias else ""))
+    emit_taps(code, g, "acc")
+    if bias:
+        code(f"acc = acc + {bias}[oc]")
     value = chain.lines(code, consts, "acc", ["n", "oc", f"oy * {g.ow} + ox"])
     code(f"out[n, oc, oy * {g.ow} + ox] = {value}")

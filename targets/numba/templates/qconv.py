@@ -33,7 +33,7 @@ from lepton_compiler.ops.quant import combined_scale
 from ..emit import Constants, Lines, module_text
 from ..epilogue import Chain, static_shape
 from . import KernelSource
-from .conv import _as_2d, _Geo, emit_im2col
+from .conv import _as_2d, _Geo, emit_im2col, emit_taps
 from .loops import row_tiles
 from .qdense import integer_operands, k_chunks, max_deviation, requantize
 
@@ -230,21 +230,7 @@ def _direct(code: Lines, consts: Constants, g: _Geo, bias: str | None, chain: Ch
         code(f"src = x[n, c, iy, {x0}:{x1}]", f"dst = pad[iy + {g.ph}, {x0 + g.pw} : {x1 + g.pw}]")
         code(f"for j in range({x1 - x0}):").indent()
         code("dst[j] = np.float32(src[j]) - zp").dedent().dedent()
-    taps = [(ky, kx) for ky in range(g.kh) for kx in range(g.kw)]
-    for ky, kx in taps:
-        code(f"w{ky}_{kx} = w[oc, {ky}, {kx}]")
-    code(f"for oy in range({g.oh}):").indent()
-    for ky in range(g.kh):
-        code(f"r{ky} = pad[oy * {g.sh} + {ky * g.dh}]")
-    code(f"for ox in range({g.ow}):").indent()
-    code(f"ix = ox * {g.sw}")
-    terms = [f"r{ky}[ix + {kx * g.dw}] * w{ky}_{kx}" for ky, kx in taps]
-    code("dot = (")
-    code.indent()
-    for i in range(0, len(terms), 3):
-        code(" + ".join(terms[i : i + 3]) + (" +" if i + 3 < len(terms) else ""))
-    code.dedent()
-    code(")")
+    emit_taps(code, g, "dot")
     value = requantize(
         code, consts, chain, "np.int32(dot)", bias, "s[oc]", ["n", "oc", f"oy * {g.ow} + ox"]
     )
