@@ -76,21 +76,18 @@ class LoweringError(LeptonError):
     """A node or group that this backend cannot lower (unsupported op, attribute or type)."""
 
 
-@dataclass(frozen=True)
-class ConvWorkload:
-    """Everything that determines a Conv kernel (the cache key part of a conv group)."""
+class WindowGeometry:
+    """Output size and stride phases of a 2-D window op, for dataclasses with the fields
+    ``h, w, kh, kw, strides, pads (top, left, bottom, right), dilations`` (the float and the
+    int8 convolution workloads)."""
 
-    n: int
-    c: int
     h: int
     w: int
-    m: int
     kh: int
     kw: int
     strides: tuple[int, int]
-    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    pads: tuple[int, int, int, int]
     dilations: tuple[int, int]
-    has_bias: bool
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -107,6 +104,23 @@ class ConvWorkload:
         hp = self.h + self.pads[0] + self.pads[2]
         wp = self.w + self.pads[1] + self.pads[3]
         return -(-hp // sh), -(-wp // sw)
+
+
+@dataclass(frozen=True)
+class ConvWorkload(WindowGeometry):
+    """Everything that determines a Conv kernel (the cache key part of a conv group)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int
+    kh: int
+    kw: int
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    dilations: tuple[int, int]
+    has_bias: bool
 
     @property
     def flat_len(self) -> int:

@@ -58,6 +58,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
+from ..te_ops import WindowGeometry
 from ..vnni import dot4_generic, vpdpbusd
 from .x86_qepilogue import LANES, Operand, QEpilogue, fma, lrint, operand_offset, store_row
 
@@ -97,7 +98,7 @@ Expr = Any  # tirx.PrimExpr
 
 
 @dataclass(frozen=True)
-class QConvWorkload:
+class QConvWorkload(WindowGeometry):
     """Everything that determines the integer part of a QConv kernel.
 
     Attributes:
@@ -122,22 +123,6 @@ class QConvWorkload:
     signed: bool
     has_bias: bool
     per_channel: bool
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        """Output height and width."""
-        (sh, sw), (dh, dw) = self.strides, self.dilations
-        hp = self.h + self.pads[0] + self.pads[2]
-        wp = self.w + self.pads[1] + self.pads[3]
-        return (hp - dh * (self.kh - 1) - 1) // sh + 1, (wp - dw * (self.kw - 1) - 1) // sw + 1
-
-    @property
-    def phase_hw(self) -> tuple[int, int]:
-        """Height and width of one stride phase of the padded input (``Hq``, ``Wq``)."""
-        sh, sw = self.strides
-        hp = self.h + self.pads[0] + self.pads[2]
-        wp = self.w + self.pads[1] + self.pads[3]
-        return -(-hp // sh), -(-wp // sw)
 
     @property
     def c4(self) -> int:

@@ -18,21 +18,13 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 from lepton_compiler.interpreter import run_graph
 from lepton_compiler.ir import DType, Graph, TensorType, Value
-from lepton_compiler.ops.infer import refresh_types
 from lepton_compiler.passes.fusion import group as fusion
 from lepton_compiler.targets.tvm.build import build_group
 from lepton_compiler.targets.tvm.kernels import plan_group
 from lepton_compiler.targets.tvm.schedules.x86_qdense import QDenseWorkload, choose_qdense_tile
 from lepton_compiler.targets.tvm.te_ops import LoweringError
 
-ZNVER4 = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
-SKYLAKE = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
-
-
-def add(g: Graph, op: str, inputs: list[Value | None], **attrs: Any) -> Value:
-    node = g.make_node(op, inputs, attrs)
-    refresh_types(node)
-    return node.outputs[0]
+from .test_x86_qconv import SKYLAKE, ZNVER4, add
 
 
 def qmatmul_graph(
