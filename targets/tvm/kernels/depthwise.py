@@ -38,7 +38,7 @@ from ..schedules.x86_depthwise import (
     schedule_grouped,
 )
 from ..te_elementwise import binary_builder, unary_builder
-from ..te_ops import LoweringError
+from ..te_ops import LoweringError, WindowGeometry
 from . import KernelPlan
 
 __all__ = ["ANCHORS", "NAME", "GroupedWorkload", "LoweredGrouped", "lower_grouped", "plan"]
@@ -52,7 +52,7 @@ MAX_GROUP_CHANNELS = 64
 
 
 @dataclass(frozen=True)
-class GroupedWorkload:
+class GroupedWorkload(WindowGeometry):
     """Everything that determines a grouped Conv kernel."""
 
     n: int
@@ -82,22 +82,6 @@ class GroupedWorkload:
     def depthwise(self) -> bool:
         """One input channel per group (a channel multiplier ``mg`` may be above 1)."""
         return self.cg == 1
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        """Output height and width."""
-        (sh, sw), (dh, dw) = self.strides, self.dilations
-        hp = self.h + self.pads[0] + self.pads[2]
-        wp = self.w + self.pads[1] + self.pads[3]
-        return (hp - dh * (self.kh - 1) - 1) // sh + 1, (wp - dw * (self.kw - 1) - 1) // sw + 1
-
-    @property
-    def phase_hw(self) -> tuple[int, int]:
-        """Height and width of one stride phase of the padded input (``Hq``, ``Wq``)."""
-        sh, sw = self.strides
-        hp = self.h + self.pads[0] + self.pads[2]
-        wp = self.w + self.pads[1] + self.pads[3]
-        return -(-hp // sh), -(-wp // sw)
 
     def row_len(self, col_phases: bool = True) -> int:
         """``Wq``, the flattened row length: the width of one stride phase of the padded
