@@ -54,14 +54,25 @@ def _is_paths(src: Any) -> bool:
     )
 
 
+def _paths(src: Any) -> list[str | os.PathLike[str]] | None:
+    """The calibration files named by `src`, or None when `src` holds samples."""
+    if not _is_paths(src):
+        return None
+    return [src] if isinstance(src, (str, os.PathLike)) else list(src)
+
+
+def _input_shapes(graph: Graph) -> dict[str, list[Any] | None]:
+    return {v.name: (list(v.shape) if v.shape is not None else None) for v in graph.inputs}
+
+
 def calibration_samples(config: Int8Config, graph: Graph) -> Iterator[Mapping[str, Any]]:
     """The calibration samples as input dicts (files are read lazily, one sample at a time)."""
     src = config.calibration
-    if _is_paths(src):
+    paths = _paths(src)
+    if paths is not None:
         from .data import load_calibration_data
 
-        paths = [src] if isinstance(src, (str, os.PathLike)) else list(src)  # type: ignore[list-item]
-        shapes = {v.name: (list(v.shape) if v.shape is not None else None) for v in graph.inputs}
+        shapes = _input_shapes(graph)
         dtypes = {
             v.name: v.type.dtype.numpy for v in graph.inputs if isinstance(v.type, TensorType)
         }
@@ -256,12 +267,13 @@ def quantize_graph(
     show = bool(progress if config.progress is None else config.progress)
     limit = int(config.samples)
     src = config.calibration
-    if _is_paths(src):
+    paths = _paths(src)
+    if paths is not None:
         from .data import count_samples
 
-        paths = [src] if isinstance(src, (str, os.PathLike)) else list(src)  # type: ignore[list-item]
-        shapes = {v.name: (list(v.shape) if v.shape is not None else None) for v in graph.inputs}
-        limit = min(limit, count_samples(paths, [v.name for v in graph.inputs], shapes))
+        limit = min(
+            limit, count_samples(paths, [v.name for v in graph.inputs], _input_shapes(graph))
+        )
     elif hasattr(src, "__len__"):
         limit = max(1, min(limit, len(src)))  # type: ignore[arg-type]
     observers = collect_ranges(
