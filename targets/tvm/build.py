@@ -276,11 +276,51 @@ def _tuned_token(digest: str, tdict: Mapping[str, Any]) -> str | None:
 
 def compile_kernel(mod: Any, target: Any, symbol: str = "main") -> Any:
     """LLVM-compile one scheduled kernel module (the only place kernels are compiled), its
-    ``main`` function under the name `symbol`."""
+    ``main`` function under the name `symbol`. Parameters are compiled without an alignment
+    promise (`unaligned_params`), so a kernel may read a caller's array in place."""
+    func = mod if isinstance(mod, tvm.tirx.PrimFunc) else mod["main"]
+    func = unaligned_params(func)
     if symbol != "main":
-        func = mod if isinstance(mod, tvm.tirx.PrimFunc) else mod["main"]
-        mod = tvm.IRModule({symbol: func.with_attr("global_symbol", symbol)})
-    return tvm.compile(mod, target=target)
+        func = func.with_attr("global_symbol", symbol)
+    return tvm.compile(tvm.IRModule({symbol: func}), target=target)
+
+
+def unaligned_params(func: Any) -> Any:
+    """`func` with every buffer parameter declared aligned to its element size only.
+
+    TVM declares parameter buffers 64-byte aligned, and LLVM may then use aligned vector
+    moves, which fault on other addresses; the executors pass the caller's input arrays to
+    kernels without a copy (NumPy's are 16-byte aligned), so no kernel may assume more. On
+    the aligned tensors the executors allocate themselves, unaligned moves cost nothing."""
+    from tvm.tirx.buffer import is_buffer_var
+    from tvm.tirx.transform.common import BufferReplacer
+
+    relaxed = {}
+    for b in func.params:
+        if not is_buffer_var(b):
+            continue
+        size = max(1, tvm.DataType(str(b.dtype)).bits // 8)
+        if int(b.data_alignment) <= size:
+            continue
+        relaxed[b] = tvm.tirx.decl_buffer(
+            b.shape, b.dtype, b.name, None, b.strides, b.elem_offset, b.scope(), size,
+            b.offset_factor,
+        )  # fmt: skip
+    return BufferReplacer(relaxed)(func) if relaxed else func
+
+
+def borrowed_tensor(arr: np.ndarray) -> Any | None:
+    """A TVM tensor over `arr`'s own memory (no copy), or None when `arr` cannot be lent
+    as it is (not C-contiguous, empty, or a dtype DLPack does not carry). Kernels may read
+    it in place: they promise no alignment (`unaligned_params`)."""
+    import tvm_ffi
+
+    if not arr.flags.c_contiguous or arr.size == 0:
+        return None
+    try:
+        return tvm_ffi.from_dlpack(arr, require_alignment=0)
+    except (BufferError, TypeError, ValueError, RuntimeError):
+        return None
 
 
 def _load_prebuilt(digest: str, stores: Sequence[Path]) -> tuple[Any, Path | None]:

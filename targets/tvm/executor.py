@@ -21,10 +21,12 @@ included). ResNet-50's activations take 9 MB instead of 43 MB, BERT-base's 3.4 M
 73 MB, and the next kernel finds its input still in cache (MobileNetV2 ran about 15 % faster
 than with a buffer per value). Weights (constant inputs) are converted and packed once into
 their own tensors; a kernel reading another kernel's output gets a zero-copy view of its
-buffer; only values made by reference kernels or fed by the caller are copied into a
-kernel's staging tensor. Graph outputs are copied out, so results stay valid after the next
-`run`. Because the buffers are shared, `run` holds a lock (calls from several threads run
-one at a time).
+buffer; values made by reference kernels or fed by the caller are lent to the kernel in
+place (kernels promise no alignment, `build.unaligned_params`: ResNet-50's input copy cost
+0.2-0.3 ms a run, the input being out of cache by then), and copied into a staging tensor
+only when they must be converted (packed, another dtype) or under the guard. Graph outputs
+are copied out, so results stay valid after the next `run`. Because the buffers are shared,
+`run` holds a lock (calls from several threads run one at a time).
 
 Symbolic shapes: `TvmExecutor` builds one `StaticExecutor` per concrete input shape
 (`lepton_compiler.specialize`), kernels shared through the caches.
@@ -65,6 +67,7 @@ from ..graph_steps import liveness as _liveness
 from ..graph_steps import model_flops, profile_rows
 from ..graph_steps import view_shape as _view_shape
 from ..graph_steps import wrap_single as _wrap_single
+from .build import borrowed_tensor
 from .guard import guard_side, guarded_empty, guarded_tensor
 
 __all__ = ["StaticExecutor", "TvmExecutor", "model_flops"]
@@ -102,6 +105,8 @@ class _Step:
     staged: list[tuple[int, Value, tuple[int, ...]]]
     out_views: list[np.ndarray]  # NumPy views of the output tensors, in the IR's shapes
     view_shape: tuple[int, ...] | None = None  # a view op: output = input reshaped
+    #: staging tensor per staged position: the copy target when a value cannot be lent
+    stage: dict[int, Any] = field(default_factory=dict)
     params: list[Value] = field(default_factory=list)  # the graph values the kernel reads
 
 
@@ -362,6 +367,7 @@ class StaticExecutor:
                 if j >= n_params:
                     out_shape = k.output_shapes[j - n_params]
                     step.out_views.append(np.from_dlpack(view).reshape(out_shape))
+            step.stage = {pos: step.args[pos] for pos, _v, _shape in step.staged}
         self._plans = []
 
     @property
@@ -454,7 +460,12 @@ class StaticExecutor:
                 ]
             elif step.kernel is not None:
                 for pos, v, _shape in step.staged:
-                    step.args[pos].copyfrom(step.kernel.convert(pos, env[v]))
+                    arr = step.kernel.convert(pos, env[v])
+                    lent = None if self._guard else borrowed_tensor(arr)
+                    if lent is None:
+                        lent = step.stage[pos]
+                        lent.copyfrom(arr)
+                    step.args[pos] = lent
                 step.kernel.func(*step.args)
                 outs = step.out_views
             else:
@@ -669,5 +680,3 @@ def _lone_ops() -> frozenset[str]:
     from .kernels import lone_ops
 
     return lone_ops()
-
-
