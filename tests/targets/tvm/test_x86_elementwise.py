@@ -122,3 +122,25 @@ def test_integer_div_is_refused() -> None:
     fused, _ = _wrap_single(next(iter(graph_from_text(text))))
     with pytest.raises(LoweringError, match="Div on int64"):
         build_group(fused, TARGET)
+
+
+@pytest.mark.parametrize(("dtype", "zp"), [("uint8", 128), ("int8", -3)])
+def test_lone_quantize_linear_rounds_half_to_even_and_saturates(dtype: str, zp: int) -> None:
+    """QuantizeLinear as a kernel equals the reference exactly: ties round to even (a
+    power-of-two scale makes ``x / scale`` an exact tie), values far outside the range
+    (±1e10, past int32) saturate; DequantizeLinear reads the result back."""
+    text = HEADER + (
+        f"g (float[2,3,40] x) => ({dtype}[2,3,40] y) "
+        f"<float s = {{0.25}}, {dtype} z = {{{zp}}}> {{\n  y = QuantizeLinear(x, s, z)\n}}"
+    )
+    g = graph_from_text(text)
+    fused, _ = _wrap_single(next(iter(g)))
+    kernel = build_group(fused, TARGET)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-300, 300, (2, 3, 40)) * 0.5 + 0.25 * rng.integers(0, 2, (2, 3, 40))
+    x = x.astype(np.float32) * 0.25
+    x.flat[:6] = [1e10, -1e10, 0.125, -0.125, 0.375, 31.875]
+    want = run_graph(graph_from_text(text), {"x": x})["y"]
+    got = kernel(x, np.float32(0.25), np.array(zp, dtype))[0]
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, want)
