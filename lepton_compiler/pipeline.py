@@ -55,6 +55,7 @@ FUSION = Stage("fusion", (
 
 QUANT = Stage("quantize", (
     "quantize_int8",                     # calibrate, QDQ on Conv/Gemm/MatMul (int8 option only)
+    "quantize_before_maxpool",           # Q(MaxPool(x)) -> MaxPool(Q(x)): pool 8-bit data
     "lower_qdq",                         # DQ -> Conv/MatMul patterns -> lepton.QConv/QMatMul
     "dead_code_elimination",
 ), rounds=1)  # fmt: skip

@@ -251,7 +251,9 @@ class LowerQDQPass(Pass):
             for node in [
                 n
                 for n in graph
-                if n.op == "DequantizeLinear" and not n.output.uses and not n.output.is_graph_output
+                if n.op == "DequantizeLinear"
+                and not n.output.uses
+                and not n.output.is_graph_output()
             ]:
                 graph.remove(node)
             graph.remove_unused_constants()

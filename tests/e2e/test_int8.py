@@ -167,6 +167,9 @@ def test_tvm_int8_resnet_block_runs_in_integer_kernels() -> None:
     assert "lepton.QConv+Relu+QuantizeLinear" in kinds  # requantized in the store
     # the residual read as uint8 and dequantized in the kernel
     assert "lepton.QConv+DequantizeLinear+Add+Relu+QuantizeLinear" in kinds
+    # the stem's MaxPool pools the requantized uint8 tensor
+    assert not any(k.startswith("MaxPool") for k in kinds)
+    assert [str(n.output.dtype) for n in tvm.graph if n.op == "MaxPool"] == ["uint8"]
     x = {"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
     a, b = ref.run(x)["y"], tvm.run(x)["y"]
     # requantization may round a tie the other way: a few output steps at most
@@ -174,7 +177,9 @@ def test_tvm_int8_resnet_block_runs_in_integer_kernels() -> None:
 
 
 @pytest.mark.skipif(not tvm_available(), reason="needs apache-tvm")
-def test_tvm_maxpool_requantizes_in_its_store() -> None:
+def test_tvm_maxpool_runs_on_uint8() -> None:
+    """The QuantizeLinear after the stem's MaxPool moves before it (``quantize_before_maxpool``):
+    the stem group requantizes in its store and the MaxPool is a uint8 TVM kernel."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(5)
@@ -200,7 +205,12 @@ def test_tvm_maxpool_requantizes_in_its_store() -> None:
     tvm = lepton_compiler.compile(data, backend="tvm", quantize=config)
     assert tvm.report.fallbacks == []
     kinds = [g["anchor"] + "+" + "+".join(g["epilogue"]) for g in tvm.report.fused_groups]
-    assert "MaxPool+QuantizeLinear" in kinds
+    assert "lepton.QConv+Relu+QuantizeLinear" in kinds
+    assert not any(k.startswith("MaxPool") for k in kinds)
+    (pool,) = [n for n in tvm.graph if n.op == "MaxPool"]
+    assert str(pool.inputs[0].dtype) == str(pool.output.dtype) == "uint8"
+    pools = [k for k in tvm.executor.kernels if k.family == "pool"]
+    assert [(k.param_dtypes, k.output_dtypes) for k in pools] == [(["uint8"], ["uint8"])]
     x = samples[0]
     ref = lepton_compiler.compile(data, quantize=config).run(x)["y"]
     got = tvm.run(x)["y"]

@@ -338,8 +338,8 @@ def test_contrib_op_matches_onnxruntime(tmp_path: Path, case: str) -> None:
 @pytest.mark.parametrize("backend", ["tvm", "numba"])
 def test_prequantized_cnn_on_backends(tmp_path: Path, quant_format: str, backend: str) -> None:
     """ONNX Runtime's int8 CNN (per-channel, uint8 activations) compiled for a backend: the
-    convolutions become integer kernels, and the outputs stay within int8 rounding of ONNX
-    Runtime's."""
+    convolutions become integer kernels, the MaxPool a uint8 kernel, and the outputs stay
+    within int8 rounding of ONNX Runtime's."""
     from lepton_compiler.api import numba_available, tvm_available
 
     if not (tvm_available() if backend == "tvm" else numba_available()):
@@ -358,6 +358,11 @@ def test_prequantized_cnn_on_backends(tmp_path: Path, quant_format: str, backend
     compiled = lepton_compiler.compile(str(dst), backend=backend)
     anchors = [g["anchor"] for g in compiled.report.fused_groups]
     assert "lepton.QConv" in anchors
+    # the MaxPool pools the uint8 tensor (dequantized in its store for the float readers),
+    # in a native kernel
+    pools = [n for n in compiled.graph.walk() if n.op == "MaxPool"]
+    assert [str(n.inputs[0].dtype) for n in pools] == ["uint8"]
+    assert not [f for f in compiled.report.fallbacks if f.startswith("MaxPool")]
     session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
     atol = TOLERANCE_STEPS * _output_scale(dst) * 1.0001
     for f in _inputs(model, SAMPLES, seed=2):

@@ -4,11 +4,17 @@ spatial rank), with the group's element-wise epilogue fused into the store.
 Parallel over (image, channel); every output element reduces its window with bounds tests
 against the unpadded input (padding never enters memory), the divisor of an average counts
 the taps that the ONNX attributes say count (``count_include_pad``, ceil-mode overhang never).
+
+MaxPool and GlobalMaxPool also take uint8/int8 data (``quantize_before_maxpool`` leaves them
+in quantized CNNs): the maximum starts from the dtype's minimum, what ``-inf`` quantizes to,
+and is stored as that dtype, or through an epilogue that begins by dequantizing it.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from lepton_compiler.errors import LoweringError
 from lepton_compiler.ir import Graph, Node, TensorType
@@ -20,14 +26,16 @@ from . import KernelSource
 
 NAME = "pool"
 ANCHORS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+_EIGHT_BIT = ("UINT8", "INT8")
 
 
 def plan(fused: Node, tiles: int = 1) -> KernelSource:
     """Write the pool and its epilogue (see the module docstring).
 
     Raises:
-        LoweringError: not float32, a MaxPool with its Indices output, a windowed pool that
-            is not 2-D, or an epilogue the chain table cannot write.
+        LoweringError: not float32 (or uint8/int8 for a maximum), a MaxPool with its Indices
+            output, a windowed pool that is not 2-D, or an epilogue the chain table cannot
+            write.
     """
     body: Graph = fused.attrs["body"]
     node = next(iter(body))
@@ -35,7 +43,7 @@ def plan(fused: Node, tiles: int = 1) -> KernelSource:
     if node.op not in ANCHORS or x is None or len(node.outputs) != 1:
         raise LoweringError(f"{fused.name}: not a pooling group with one output")
     if not isinstance(x.type, TensorType) or x.type.dtype.name != "FLOAT32":
-        raise LoweringError(f"{fused.name}: only float32 pooling has a template")
+        _check_eight_bit(fused, node)
     x_idx = list(body.inputs).index(x) if x in body.inputs else None
     if x_idx is None:
         raise LoweringError(f"{fused.name}: the pool reads a value made inside the group")
@@ -47,6 +55,35 @@ def plan(fused: Node, tiles: int = 1) -> KernelSource:
     if node.op.startswith("Global"):
         return _global(fused, node, x_idx, xs, ys, consts, code)
     return _window(fused, node, x_idx, xs, ys, consts, code)
+
+
+def _check_eight_bit(fused: Node, node: Node) -> None:
+    """A pool on non-float32 data must be an 8-bit maximum whose result the group stores or
+    dequantizes (no other op reads it: the epilogue computes in float32).
+
+    Raises:
+        LoweringError: it is not.
+    """
+    x = node.inputs[0]
+    assert x is not None
+    dtype = x.type.dtype.name if isinstance(x.type, TensorType) else None
+    if dtype not in _EIGHT_BIT or node.op not in ("MaxPool", "GlobalMaxPool"):
+        raise LoweringError(f"{fused.name}: only float32 (or 8-bit MaxPool) has a template")
+    if any(u.op != "DequantizeLinear" or i != 0 for u, i in node.outputs[0].uses):
+        raise LoweringError(f"{fused.name}: only a DequantizeLinear may read an 8-bit pool")
+
+
+def _data_dtype(node: Node) -> str:
+    """The NumPy dtype name of the pooled data."""
+    x = node.inputs[0]
+    assert x is not None and isinstance(x.type, TensorType)
+    return np.dtype(x.type.dtype.numpy).name
+
+
+def _lowest(node: Node, consts: Constants) -> str:
+    """The start of a maximum: ``-inf``, or the minimum of an 8-bit dtype."""
+    dtype = _data_dtype(node)
+    return consts(-math.inf) if dtype == "float32" else str(int(np.iinfo(dtype).min))
 
 
 def _global(
@@ -61,12 +98,16 @@ def _global(
     n, c, s = xs[0], xs[1], math.prod(xs[2:])
     r = len(ys)
     chain = Chain.plan(
-        fused, (node.op,), groups=lambda o, sh: [[0], [1], list(range(2, r))], skip_inputs=[x_idx]
+        fused,
+        (node.op,),
+        groups=lambda o, sh: [[0], [1], list(range(2, r))],
+        skip_inputs=[x_idx],
+        int_output=_data_dtype(node) != "float32",
     )
     is_max = node.op == "GlobalMaxPool"
     code(f"for t in prange({n * c}):").indent()
     code(f"n = t // {c}", f"c = t % {c}")
-    code(f"acc = {consts(-math.inf) if is_max else consts(0.0)}")
+    code(f"acc = {_lowest(node, consts) if is_max else consts(0.0)}")
     code(f"for i in range({s}):").indent()
     code("acc = max(acc, x[n, c, i])" if is_max else "acc += x[n, c, i]").dedent()
     if not is_max:
@@ -74,7 +115,7 @@ def _global(
     value = chain.lines(code, consts, "acc", ["n", "c", "0"])
     code(f"out[n, c, 0] = {value}")
     doc = [f"{node.op} {list(xs)} -> {list(ys)}; epilogue: {' -> '.join(chain.ops) or 'none'}."]
-    return _source(node.op, doc, code, consts, x_idx, (n, c, s), (n, c, 1), chain)
+    return _source(node, doc, code, consts, x_idx, (n, c, s), (n, c, 1), chain)
 
 
 def _window(
@@ -99,14 +140,16 @@ def _window(
         begin, end = pads_for(auto_pad, [h, w], eff, strides, node.attrs.get("pads"))
     except ValueError as e:
         raise LoweringError(f"{fused.name}: {e}") from e
-    chain = Chain.plan(fused, (node.op,), skip_inputs=[x_idx])
+    chain = Chain.plan(
+        fused, (node.op,), skip_inputs=[x_idx], int_output=_data_dtype(node) != "float32"
+    )
     is_max = node.op == "MaxPool"
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel, strides, dil, begin
     code(f"for t in prange({n * c}):").indent()
     code(f"n = t // {c}", f"c = t % {c}")
     code(f"for oy in range({oh}):").indent()
     code(f"for ox in range({ow}):").indent()
-    code(f"acc = {consts(-math.inf) if is_max else consts(0.0)}")
+    code(f"acc = {_lowest(node, consts) if is_max else consts(0.0)}")
     if not is_max:
         code("cy = 0", "cx = 0")
     code(f"for ky in range({kh}):").indent()
@@ -136,11 +179,11 @@ def _window(
         f"{node.op} {list(xs)} -> {list(ys)}, kernel={kernel}, strides={strides}, "
         f"dilations={dil}, pads={begin + end}; epilogue: {' -> '.join(chain.ops) or 'none'}."
     ]
-    return _source(node.op, doc, code, consts, x_idx, xs, ys, chain)
+    return _source(node, doc, code, consts, x_idx, xs, ys, chain)
 
 
 def _source(
-    op: str,
+    node: Node,
     doc: list[str],
     code: Lines,
     consts: Constants,
@@ -149,6 +192,7 @@ def _source(
     y_decl: tuple[int, ...],
     chain: Chain,
 ) -> KernelSource:
+    op = node.op
     name = {"MaxPool": "max_pool", "AveragePool": "average_pool"}.get(op, "global_pool")
     ops = chain.operands
     return KernelSource(
@@ -156,8 +200,8 @@ def _source(
         source=module_text(doc, name, ["x", *(o.name for o in ops), "out"], code, consts),
         input_indices=[x_idx, *(o.index for o in ops)],
         param_shapes=[x_decl, *(o.shape for o in ops)],
-        param_dtypes=["float32", *(o.dtype for o in ops)],
+        param_dtypes=[_data_dtype(node), *(o.dtype for o in ops)],
         output_shapes=[y_decl],
-        output_dtypes=["float32"],
+        output_dtypes=[chain.out_dtype],
         ops=[op, *chain.ops],
     )

@@ -4,10 +4,14 @@ TIR (like `x86_attention`).
 Windowed pools run one task per (batch, channel) plane (parallel unless the tensor is small):
 
 1. the plane is copied into a task-local buffer, padded on every side so each window of each
-   output lies inside it (padding holds ``-inf`` for a maximum, 0 for a sum), and split into
+   output lies inside it (padding holds ``-inf`` for a maximum, the dtype's minimum for an
+   8-bit maximum, 0 for a sum), and split into
    the ``stride_w`` column phases: ``xph[ph, r, q] = xpad[r, q * stride_w + ph]``. A
    strided window then reads *contiguous* columns for every tap, and the output loop has no
-   branch;
+   branch. An 8-bit plane is copied row by row into a padded row buffer (contiguous loads,
+   no clamping), and each phase is taken from it with constant-index shuffles of
+   ``SPLIT_LANES * stride_w``-byte vectors: the float form's strided, clamped loads are
+   scalarized by the code generator, which costs more than the rest of the kernel;
 2. each output row is one vector loop over its columns, the kernel taps unrolled; an average
    is multiplied by ``1 / count``, the count per position computed from the window's overlap
    with the counted range (the input, or the input plus its explicit padding with
@@ -15,6 +19,10 @@ Windowed pools run one task per (batch, channel) plane (parallel unless the tens
 
 Global pools reduce each contiguous plane with vector partial sums (or maxima) and a tree
 reduction across lanes.
+
+A maximum also runs on uint8/int8 data (``dtype``): the maximum of quantized values is
+exact, and the data is a quarter of float32's. It stores that dtype, or float32 through an
+epilogue that dequantizes.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -35,7 +44,10 @@ from .x86_attention import (
     tree_reduce,
 )
 
-__all__ = ["PoolShape", "global_pool_func", "pool_func"]
+__all__ = ["PoolShape", "global_pool_func", "lowest", "pool_func"]
+
+#: Output lanes of each phase-splitting shuffle of an 8-bit row (a 256-bit vector of bytes).
+SPLIT_LANES = 32
 
 
 @dataclass(frozen=True)
@@ -80,12 +92,36 @@ def _count(o: Any, s: int, d: int, k: int, pb: int, lo: int, hi: int) -> Any:
     return tirx.max(last - first, 1)
 
 
+def lowest(dtype: str) -> tirx.PrimExpr:
+    """The identity of a maximum in `dtype`: ``-inf`` for float32, the minimum of an
+    integer dtype (what an 8-bit MaxPool pads with, as ``-inf`` quantizes to it)."""
+    if dtype == "float32":
+        return tirx.const(-math.inf, "float32")
+    info = np.iinfo(np.dtype(dtype))
+    return tirx.const(int(info.min), dtype)
+
+
+def _check_eight_bit(dtype: str, is_max: bool, epi: Epilogue | None, out_dtype: str) -> None:
+    """An 8-bit pool must be a maximum storing its dtype, or float32 through an epilogue.
+
+    Raises:
+        ValueError: it is not.
+    """
+    if dtype == "float32":
+        return
+    if not is_max or out_dtype != (dtype if epi is None else "float32"):
+        raise ValueError(f"a {dtype} pool must be a maximum storing {dtype} (or float32 "
+                         f"through an epilogue), not {out_dtype}")  # fmt: skip
+
+
 def pool_func(
-    a: PoolShape, epi: Epilogue | None = None, out_dtype: str = "float32"
+    a: PoolShape, epi: Epilogue | None = None, out_dtype: str = "float32", dtype: str = "float32"
 ) -> tirx.PrimFunc:
     """The pooling kernel ``main(x[, e0, e1], out)`` on flat buffers (see the module
     docstring); `epi` is applied to each output element as it is stored (an epilogue ending
-    in QuantizeLinear stores `out_dtype` uint8/int8)."""
+    in QuantizeLinear stores `out_dtype` uint8/int8). `dtype` is the input's: a uint8/int8
+    MaxPool stores it, or float32 through an epilogue that takes the 8-bit maximum."""
+    _check_eight_bit(dtype, a.is_max, epi, out_dtype)
     KH, KW = a.kernel
     SH, SW = a.strides
     DH, DW = a.dilations
@@ -95,7 +131,7 @@ def pool_func(
     WP = max((WO - 1) * SW + (KW - 1) * DW + 1, PL + W)
     HP = max(HP, PT + H)
     WQ = -(-WP // SW)
-    pad = tirx.const(-math.inf if a.is_max else 0.0, "float32")
+    pad = lowest(dtype) if a.is_max else tirx.const(0.0, "float32")
     x_n = a.planes * H * W
     o_n = a.planes * HO * WO
     e0_n, e1_n = epilogue_sizes(epi)
@@ -103,6 +139,10 @@ def pool_func(
     lo_w, hi_w = (-PL, W + a.end[1]) if a.include_pad else (0, W)
     taps = [(kh, kw) for kh in range(KH) for kw in range(KW)]
     loop = T.parallel if a.parallel else T.serial
+    by_rows = dtype != "float32"
+    VL = min(SPLIT_LANES, WQ)  # shuffle lanes; the last vector of a row overlaps the previous
+    NV = -(-WQ // VL)
+    RW = WQ * SW + SW  # row buffer: a phase's last vector reads up to WQ * SW + SW - 2
 
     def clamped(x: Any, p: Any, r: Any, ph: Any, q: Any) -> Any:
         """The input at row ``r - PT``, column ``q * SW + ph - PL``, both clamped into the
@@ -134,24 +174,43 @@ def pool_func(
 
     @T.prim_func
     def main_fn(
-        x: T.Buffer((x_n,), "float32"),
+        x: T.Buffer((x_n,), dtype),
         e0: T.Buffer((e0_n,), "float32"),
         e1: T.Buffer((e1_n,), "float32"),
         out: T.Buffer((o_n,), out_dtype),
     ) -> None:
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         for p in loop(a.planes):
-            xph = T.decl_buffer((SW * HP * WQ,), "float32", scope="local")
-            for r, ph in T.grid(HP, SW):
-                # Load clamped, then mask: a load inside ``Select(inside, x[...], pad)``
-                # would be simplified under ``inside`` (clamp dropped) yet still executed
-                # for the padding lanes, reading outside ``x``.
-                for q in T.vectorized(WQ):
-                    xph[ph * (HP * WQ) + r * WQ + q] = clamped(x, p, r, ph, q)
-                for q in T.vectorized(WQ):
-                    xph[ph * (HP * WQ) + r * WQ + q] = T.Select(
-                        inside(r, ph, q), xph[ph * (HP * WQ) + r * WQ + q], pad
-                    )
+            xph = T.decl_buffer((SW * HP * WQ,), dtype, scope="local")
+            if by_rows:
+                row = T.decl_buffer((RW,), dtype, scope="local")
+                for c in T.vectorized(RW):
+                    row[c] = pad
+                for r in range(HP):
+                    if r >= PT and r < PT + H:
+                        for c in T.vectorized(W):
+                            row[PL + c] = x[p * (H * W) + (r - PT) * W + c]
+                    else:
+                        for c in T.vectorized(W):
+                            row[PL + c] = pad
+                    for ph, qo in T.grid(SW, NV):
+                        xph[T.Ramp(ph * (HP * WQ) + r * WQ + T.min(qo * VL, WQ - VL), 1, VL)] = (
+                            T.Shuffle(
+                                [row[T.Ramp(T.min(qo * VL, WQ - VL) * SW + ph, 1, VL * SW)]],
+                                [SW * i for i in range(VL)],
+                            )
+                        )
+            else:
+                for r, ph in T.grid(HP, SW):
+                    # Load clamped, then mask: a load inside ``Select(inside, x[...], pad)``
+                    # would be simplified under ``inside`` (clamp dropped) yet still executed
+                    # for the padding lanes, reading outside ``x``.
+                    for q in T.vectorized(WQ):
+                        xph[ph * (HP * WQ) + r * WQ + q] = clamped(x, p, r, ph, q)
+                    for q in T.vectorized(WQ):
+                        xph[ph * (HP * WQ) + r * WQ + q] = T.Select(
+                            inside(r, ph, q), xph[ph * (HP * WQ) + r * WQ + q], pad
+                        )
             for oh in range(HO):
                 for ow in T.vectorized(WO):
                     out[p * (HO * WO) + oh * WO + ow] = epilogue_expr(
@@ -162,16 +221,26 @@ def pool_func(
 
 
 def global_pool_func(
-    planes: int, size: int, is_max: bool, lanes: int, tasks: int, epi: Epilogue | None = None
+    planes: int,
+    size: int,
+    is_max: bool,
+    lanes: int,
+    tasks: int,
+    epi: Epilogue | None = None,
+    dtype: str = "float32",
 ) -> tirx.PrimFunc:
     """Mean (or maximum) of each contiguous plane of ``size`` elements:
     ``main(x[, e0, e1], out)``, the planes split into ``tasks`` parallel tasks (1: no
-    thread-pool launch at all); `epi` is applied to each result as it is stored."""
+    thread-pool launch at all); `epi` is applied to each result as it is stored. `dtype` is
+    the input's: a uint8/int8 maximum stores it, or float32 through an epilogue that takes
+    the 8-bit maximum."""
+    out_dtype = dtype if epi is None else "float32"
+    _check_eight_bit(dtype, is_max, epi, out_dtype)
     L = lanes
     NV, TAIL = size // L, size % L
     PPT = -(-planes // max(1, min(tasks, planes)))  # planes per task
     NT = -(-planes // PPT)
-    init = tirx.const(-math.inf if is_max else 0.0, "float32")
+    init = lowest(dtype) if is_max else tirx.const(0.0, "float32")
     op = tirx.max if is_max else tirx.Add
     inv = tirx.const(1.0 / size, "float32")
     e0_n, e1_n = epilogue_sizes(epi)
@@ -181,15 +250,15 @@ def global_pool_func(
 
     @T.prim_func
     def main_fn(
-        x: T.Buffer((planes * size,), "float32"),
+        x: T.Buffer((planes * size,), dtype),
         e0: T.Buffer((e0_n,), "float32"),
         e1: T.Buffer((e1_n,), "float32"),
-        out: T.Buffer((planes,), "float32"),
+        out: T.Buffer((planes,), out_dtype),
     ) -> None:
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         for t in T.parallel(NT):
-            red = T.decl_buffer((L,), "float32", scope="local")
-            acc = T.decl_buffer((1,), "float32", scope="local")
+            red = T.decl_buffer((L,), dtype, scope="local")
+            acc = T.decl_buffer((1,), dtype, scope="local")
             for pp in range(PPT):
                 if t * PPT + pp < planes:
                     for ll in T.vectorized(L):
