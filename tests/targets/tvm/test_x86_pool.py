@@ -6,6 +6,7 @@ store); unsupported forms are refused with `LoweringError`."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from lepton_compiler.targets.tvm.build import build_group
 from lepton_compiler.targets.tvm.executor import _wrap_single
 from lepton_compiler.targets.tvm.kernels import attention as attention_family
 from lepton_compiler.targets.tvm.kernels import plan_group
+from lepton_compiler.targets.tvm.kernels import pool as pool_family
 from lepton_compiler.targets.tvm.te_ops import LoweringError
 
 from .test_x86_attention import TARGET, _tvm_target, check_lone, lone_group
@@ -51,6 +53,18 @@ WINDOWED = {
                                {"kernel_shape": [2, 3], "dilations": [2, 1],
                                 "auto_pad": "SAME_LOWER"}),
     "avg_7x7_global_like": ("AveragePool", (1, 16, 7, 7), {"kernel_shape": [7, 7]}),
+    "avg_resnet_s1": ("AveragePool", (1, 4, 28, 28),
+                      {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "avg_wide_s3_tail": ("AveragePool", (1, 2, 7, 131),
+                         {"kernel_shape": [2, 4], "strides": [1, 3], "pads": [0, 2, 1, 1]}),
+    "avg_s3_dilated_ceil": ("AveragePool", (1, 3, 16, 40),
+                            {"kernel_shape": [3, 3], "strides": [3, 3], "dilations": [2, 2],
+                             "pads": [1, 2, 1, 2], "ceil_mode": 1}),
+    "max_wide_s3_tail": ("MaxPool", (1, 2, 7, 131),
+                         {"kernel_shape": [2, 4], "strides": [1, 3], "pads": [0, 2, 1, 1]}),
+    "max_s1_odd_width": ("MaxPool", (1, 2, 5, 37), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "max_pad_wider_than_row": ("MaxPool", (1, 2, 6, 3),
+                               {"kernel_shape": [5, 5], "strides": [2, 2], "pads": [4, 4, 4, 4]}),
 }  # fmt: skip
 
 
@@ -258,13 +272,35 @@ def test_float_pool_plan_keys_are_unchanged() -> None:
     assert key[0][-1] == "float32" and "uint8" not in repr(key)
 
 
-def test_8bit_pool_splits_phases_with_shuffles() -> None:
-    """An 8-bit plane is split into column phases by vector shuffles of contiguous rows (no
-    per-byte clamped loads); the float form keeps its clamped copy."""
+def test_pools_split_phases_with_masked_loads() -> None:
+    """A plane is split into column phases by vector shuffles of masked contiguous row loads
+    (no clamped per-element loads), for float32 and, with 512-bit vectors, for 8-bit data;
+    8-bit data on narrower vectors goes through a padded row buffer instead."""
     from lepton_compiler.targets.tvm.schedules.x86_pool import PoolShape, pool_func
 
     shape = PoolShape(planes=4, h=20, w=70, ho=10, wo=35, kernel=(3, 3), strides=(2, 2),
                       dilations=(1, 1), begin=(1, 1), end=(1, 1), is_max=True,
                       include_pad=False, lanes=16)  # fmt: skip
-    assert "T.Shuffle" in pool_func(shape, None, "uint8", "uint8").script()
-    assert "T.Shuffle" not in pool_func(shape).script()
+    for script in (pool_func(shape).script(), pool_func(shape, None, "uint8", "uint8").script()):
+        assert "T.Shuffle" in script and "T.masked_load" in script
+    narrow = replace(shape, lanes=8)
+    assert "T.masked_load" in pool_func(narrow).script()
+    script = pool_func(narrow, None, "uint8", "uint8").script()
+    assert "T.Shuffle" in script and "T.masked_load" not in script
+
+
+@pytest.mark.parametrize("name", ["resnet_maxpool", "max_wide_s3_tail", "max_ceil_mode_pads"])
+def test_8bit_max_pool_on_narrow_vectors(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 256-bit vectors an 8-bit plane is copied through a padded row buffer: exact too."""
+    monkeypatch.setattr(pool_family, "vector_lanes", lambda target: 8)
+    op, shape, attrs = EIGHT_BIT[name]
+    node = _lone_8bit(op, shape, attrs, DType.UINT8)
+    fused, _ = _wrap_single(node)
+    assert plan_group(fused, _tvm_target()).config.lanes == 8
+    x = _random_8bit(shape, DType.UINT8, 5)
+    x[..., :3, :3] = 0
+    ref = lookup_node(node)
+    assert ref is not None and ref.reference is not None
+    want = np.asarray(ref.reference(node, [x], {})[0])
+    (got,) = build_group(fused, TARGET)(x)
+    np.testing.assert_array_equal(got, want)
