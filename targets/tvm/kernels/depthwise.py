@@ -1,14 +1,16 @@
 """Grouped-conv family: ``Conv`` with ``group > 1`` (depthwise and general grouped, 2-D NCHW
-fp32) with its element-wise epilogue (bias, Relu, Clip, binary ops such as a residual Add).
+fp32) and ``lepton.QConv`` with ``group > 1`` (uint8/int8 activations, int8 weights), with
+the element-wise epilogue (bias, Relu, Clip, binary ops such as a residual Add).
 
 The conv family (`kernels.conv`) hands every Conv whose ``group`` attribute is above 1 to
-`plan` here. The TE (`grouped_conv`) follows `te_ops.conv2d_nchw`'s flattened form, per
-output channel: one zero-padded plane per stride phase (``dw_pad_<ph>_<pw>``, ``[N, C,
-rows, Wq]``), then ``dw_flat``, the convolution over flattened positions
-``p = h * Wq + w`` of output channel ``m`` (input channels
-``(m // (M / group)) * (C / group) + rc``), every tap written out so that each one reads
-one plane at a fixed offset; the epilogue stages read ``dw_flat`` at ``h * Wq + w`` (plus
-bias). `schedules.x86_depthwise` computes one output channel's plane at a time.
+`plan` here, the QConv family (`kernels.qconv`) every grouped QConv. The TE
+(`grouped_conv`) follows `te_ops.conv2d_nchw`'s flattened form, per output channel: one
+zero-padded plane per stride phase (``dw_pad_<ph>_<pw>``, ``[N, C, rows, Wq]``), then
+``dw_flat``, the convolution over flattened positions ``p = h * Wq + w`` of output channel
+``m`` (input channels ``(m // (M / group)) * (C / group) + rc``), every tap written out so
+that each one reads one plane at a fixed offset; the epilogue stages read ``dw_flat`` at
+``h * Wq + w`` (plus bias). `schedules.x86_depthwise` computes one output channel's plane at
+a time.
 
 Weights, bias and every other tensor input are kernel parameters (one kernel serves all
 layers of one shape); constant operands of element-wise ops (Clip bounds...) are baked in.
@@ -16,6 +18,17 @@ The epilogue takes every op of `te_elementwise`'s tables; a final QuantizeLinear
 uint8/int8 (the requantization before an int8 layer). Refused (`LoweringError`, the
 group then runs its reference kernel): more than `MAX_GROUP_CHANNELS` input channels per
 group, groups with several outputs, ops outside those tables.
+
+A grouped QConv runs the same float32 loop nest, exactly: the padded planes hold
+``float(x) - float(x_zero_point)`` (0 in the padding, as the reference's padding with the
+zero point), the weights are converted to float32 once when the kernel's constants are made
+(`KernelPlan.param_dtypes`), and the float32 sum of at most ``KH * KW * C / group`` products
+of magnitude at most ``255 * 128`` is the exact integer accumulator while that bound stays
+below 2**24 (`EXACT_SUM_LIMIT`; groups above it are refused). The crop then adds the int32
+bias (in float32 when it is a constant small enough for ``acc + bias`` to stay exact, else
+in int32) and multiplies ``float32(acc + bias)`` by ``x_scale * w_scale[m]`` (float32, the
+product `ops.quant.combined_scale` computes), as the reference does; a
+``DequantizeLinear`` in the epilogue may read a uint8/int8 side tensor.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ import numpy as np
 from tvm import te, tirx
 
 from lepton_compiler.ir import DType, Graph, Node, Value
+from lepton_compiler.ops.quant import BIAS_INPUT, W_INPUT, W_SCALE_INPUT
 
 from ..schedules.x86_conv import vector_lanes
 from ..schedules.x86_depthwise import (
@@ -40,15 +54,37 @@ from ..schedules.x86_depthwise import (
 from ..te_elementwise import binary_builder, unary_builder
 from ..te_ops import LoweringError, WindowGeometry
 from . import KernelPlan
+from .qconv import DTYPES, check_scalars
 
-__all__ = ["ANCHORS", "NAME", "GroupedWorkload", "LoweredGrouped", "lower_grouped", "plan"]
+__all__ = [
+    "ANCHORS",
+    "EXACT_SUM_LIMIT",
+    "NAME",
+    "GroupedWorkload",
+    "LoweredGrouped",
+    "QuantOperands",
+    "float_bias",
+    "grouped_qconv_workload",
+    "lower_grouped",
+    "plan",
+    "sum_bound",
+]
 
 NAME = "depthwise"
-ANCHORS: tuple[str, ...] = ()  # reached through the conv family (Conv with group > 1)
+ANCHORS: tuple[str, ...] = ()  # reached through the conv and QConv families (group > 1)
 
 #: Largest input channels per group accepted (the reduction per output channel is
 #: ``C / group * KH * KW`` taps, all unrolled but the channel loop).
 MAX_GROUP_CHANNELS = 64
+
+#: A grouped QConv is accepted while ``KH * KW * C / group * 255 * 128`` (the largest
+#: accumulator magnitude) stays below this: every float32 partial sum is then an exact integer.
+EXACT_SUM_LIMIT = 2**24
+
+#: Largest magnitudes of ``x - x_zero_point`` (uint8 or int8, either way) and of an int8 weight.
+MAX_CENTERED_INPUT, MAX_WEIGHT = 255, 128
+
+F32 = "float32"
 
 
 @dataclass(frozen=True)
@@ -121,7 +157,60 @@ def grouped_workload(node: Node) -> GroupedWorkload:
         raise LoweringError(f"{node!r}: Conv needs X and W")
     _check_f32(x)
     _check_f32(w)
-    xs, ws = _static_shape(x), _static_shape(w)
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    return _workload(node, _static_shape(x), _static_shape(w), has_bias)
+
+
+def grouped_qconv_workload(node: Node) -> GroupedWorkload:
+    """Read a grouped ``lepton.QConv`` node into a `GroupedWorkload`, checking its operands'
+    dtypes and shapes and that its float32 sum is exact (`EXACT_SUM_LIMIT`).
+
+    Raises:
+        LoweringError: what `grouped_workload` refuses; activations that are not uint8/int8,
+            weights that are not int8, a bias that is not int32 ``[M]``, a w_scale that is
+            not float32 ``[M]`` or a scalar, or a reduction too long to sum exactly.
+    """
+    x, w = node.inputs[0], node.inputs[W_INPUT]
+    ws = node.inputs[W_SCALE_INPUT]
+    if x is None or w is None or ws is None:
+        raise LoweringError(f"{node!r}: QConv needs x, w and w_scale")
+    if x.dtype not in (DType.UINT8, DType.INT8) or w.dtype is not DType.INT8:
+        raise LoweringError(f"{node!r}: QConv needs uint8/int8 x and int8 w")
+    bias = node.inputs[BIAS_INPUT] if len(node.inputs) > BIAS_INPUT else None
+    wl = _workload(node, _static_shape(x), _static_shape(w), bias is not None)
+    if bias is not None and (_static_shape(bias) != (wl.m,) or bias.dtype is not DType.INT32):
+        raise LoweringError(f"{node!r}: bias must be int32 [M]")
+    if int(np.prod(_static_shape(ws))) not in (1, wl.m) or ws.dtype is not DType.FLOAT32:
+        raise LoweringError(f"{node!r}: w_scale must be float32 [M] or a scalar")
+    bound = sum_bound(wl)
+    if bound >= EXACT_SUM_LIMIT:
+        raise LoweringError(
+            f"{node!r}: a sum of {wl.kh * wl.kw * wl.cg} int8 products may reach {bound}, "
+            f"not exact in float32 (limit {EXACT_SUM_LIMIT})"
+        )
+    return wl
+
+
+def sum_bound(wl: GroupedWorkload) -> int:
+    """The largest magnitude a QConv's accumulator (without bias) can reach."""
+    return wl.kh * wl.kw * wl.cg * MAX_CENTERED_INPUT * MAX_WEIGHT
+
+
+def float_bias(bias: np.ndarray | None, wl: GroupedWorkload) -> bool:
+    """Whether a constant int32 bias can be declared float32 and added to the float32 sum:
+    exact when ``|acc| + |bias|`` stays below 2**24 (one addition per output instead of two
+    conversions around an integer one)."""
+    if bias is None:
+        return False
+    largest = int(np.abs(np.asarray(bias, np.int64)).max(initial=0))
+    return sum_bound(wl) + largest < EXACT_SUM_LIMIT
+
+
+def _workload(
+    node: Node, xs: tuple[int, ...], ws: tuple[int, ...], has_bias: bool
+) -> GroupedWorkload:
+    """The geometry of a grouped convolution node with input shape `xs` and weight shape
+    `ws` (the attributes Conv and QConv share)."""
     if len(xs) != 4 or len(ws) != 4:
         raise LoweringError(f"{node!r}: only 2-D Conv (NCHW) is supported, X is {xs}")
     group = int(node.attr("group", 1))
@@ -150,7 +239,6 @@ def grouped_workload(node: Node) -> GroupedWorkload:
         (top, bottom), (left, right) = tb
     else:
         raise LoweringError(f"{node!r}: auto_pad={auto_pad!r} not supported")
-    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
     wl = GroupedWorkload(
         n=xs[0], c=xs[1], h=xs[2], w=xs[3], m=ws[0], group=group, kh=kh, kw=kw,
         strides=(strides[0], strides[1]), pads=(top, left, bottom, right),
@@ -161,6 +249,39 @@ def grouped_workload(node: Node) -> GroupedWorkload:
     return wl
 
 
+@dataclass(frozen=True)
+class QuantOperands:
+    """The integer operands of a grouped QConv, as the kernel declares them.
+
+    Attributes:
+        zero_point: ``x_zero_point`` ``[1]`` in the activations' dtype.
+        x_scale: ``[1]`` float32.
+        w_scale: ``[M]`` or ``[1]`` float32.
+        bias: ``[M]``, int32, or float32 where `float_bias` allows it; or None.
+    """
+
+    zero_point: te.Tensor
+    x_scale: te.Tensor
+    w_scale: te.Tensor
+    bias: te.Tensor | None
+
+    def centered(self, value: Any) -> Any:
+        """``float(x) - float(x_zero_point)`` of a loaded activation (exact in float32)."""
+        return tirx.Cast(F32, value) - tirx.Cast(F32, self.zero_point[0])
+
+    def finish(self, acc: Any, m: Any) -> Any:
+        """``float32(acc + bias[m]) * (x_scale * w_scale[m])`` of the exact float32 sum
+        `acc` of output channel `m`: an int32 bias added in int32 (the reference rounds the
+        int32 sum, which may exceed 2**24, once), a float32 one in float32 (exact, see
+        `float_bias`); the scales multiplied in float32 first."""
+        if self.bias is not None and str(self.bias.dtype) == F32:
+            acc = acc + self.bias[m]
+        elif self.bias is not None:
+            acc = tirx.Cast(F32, tirx.Cast("int32", acc) + self.bias[m])
+        ws = self.w_scale[m] if int(self.w_scale.shape[0]) > 1 else self.w_scale[0]
+        return acc * (self.x_scale[0] * ws)
+
+
 def grouped_conv(
     x: te.Tensor,
     w: te.Tensor,
@@ -169,6 +290,7 @@ def grouped_conv(
     p_align: int,
     vector_lanes: int,
     col_phases: bool = True,
+    quant: QuantOperands | None = None,
 ) -> tuple[te.Tensor, int, list[str]]:
     """The TE grouped conv: ``dw_pad_*`` -> ``dw_flat`` -> the cropped NCHW result (plus bias).
 
@@ -183,6 +305,9 @@ def grouped_conv(
         col_phases: split a column stride into phases (every tap a contiguous run, but
             the input is read with that stride); else compute every column and let the
             epilogue read every ``stride``-th (see `GroupedWorkload.row_len`).
+        quant: for a QConv (`x` uint8/int8, `w` its int8 weights declared float32, `bias`
+            None): the planes hold the centered input and the crop finishes the exact sum
+            (`QuantOperands`).
 
     Returns:
         The NCHW output (a stage the epilogue reads), ``Wq`` (the flattened row length) and
@@ -197,14 +322,15 @@ def grouped_conv(
     plen = -(-wl.flat_len(col_phases) // p_align) * p_align
     reach = ((dh * (wl.kh - 1)) // sh) * wq + (dw * (wl.kw - 1)) // csw
     rows = -(-(plen + reach) // wq)
-    f32 = "float32"
 
     def phase(ph: int, pw: int) -> te.Tensor:
         def pad_fn(n: Any, c: Any, r: Any, col: Any) -> Any:
             hi = r * sh + (ph - pt)
             wi = col * csw + (pw - pl)
             inside = tirx.all(hi >= 0, hi < wl.h, wi >= 0, wi < wl.w)
-            return tirx.if_then_else(inside, x[n, c, hi, wi], tirx.const(0.0, f32))
+            v = x[n, c, hi, wi]
+            v = quant.centered(v) if quant is not None else v
+            return tirx.if_then_else(inside, v, tirx.const(0.0, F32))
 
         return te.compute((wl.n, wl.c, rows, wq), pad_fn, name=f"{DW_PAD}_{ph}_{pw}")
 
@@ -244,6 +370,8 @@ def grouped_conv(
     def crop_fn(n: Any, m: Any, h: Any, x_: Any) -> Any:
         p = h * wq + x_ * (sw // csw)
         v = flat[n, m, p // p_align, p // lanes % nvec, p % lanes]
+        if quant is not None:
+            return quant.finish(v, m)
         return v + bias[m] if bias is not None else v
 
     pad_names = [t.op.name for t in planes.values()]
@@ -313,10 +441,12 @@ def _broadcast(
 def lower_grouped(
     fused: Node, p_align: int, lanes: int = 16, col_phases: bool = True
 ) -> LoweredGrouped:
-    """Lower a `lepton.Fused` group anchored on a grouped Conv to TE.
+    """Lower a `lepton.Fused` group anchored on a grouped Conv or QConv to TE.
 
     Body inputs become placeholders the first time a node reads them as a tensor, so the
-    kernel's parameters are a subset of the fused node's inputs.
+    kernel's parameters are a subset of the fused node's inputs. A QConv's weights are
+    declared float32 (the int8 constants are converted when the kernel's arguments are made),
+    its scalars ``[1]``.
 
     Raises:
         LoweringError: an op, attribute, dtype or shape this family does not handle.
@@ -338,17 +468,30 @@ def lower_grouped(
         src = outer.get(v, v)
         return None if src.const is None else np.asarray(src.const)
 
-    def tensor(v: Value | None) -> te.Tensor:
+    def declare(v: Value | None, dtype: str, shape: tuple[int, ...] | None = None) -> te.Tensor:
+        """Body input `v` as a placeholder of `dtype` and `shape` (default: its own)."""
+        if v is None or v not in position:
+            raise LoweringError("a grouped conv's operands must be group inputs")
+        shape = _static_shape(v) if shape is None else shape
+        t = env.get(v)
+        if t is None:
+            t = env[v] = te.placeholder(shape, dtype, name=f"arg{position[v]}")
+            used.add(v)
+        elif (str(t.dtype), tuple(int(d) for d in t.shape)) != (dtype, shape):
+            raise LoweringError(f"%{v.name} is read as two different types")
+        return t
+
+    def tensor(v: Value | None, integer: bool = False) -> te.Tensor:
+        """A value an epilogue op reads: float32, or also uint8/int8 when `integer` (the
+        input of a DequantizeLinear)."""
         if v is None:
             raise LoweringError("missing input")
+        if v in position:
+            if not (integer and v.dtype in (DType.UINT8, DType.INT8)):
+                _check_f32(v)
+            return declare(v, DTYPES[v.dtype])  # type: ignore[index]
         if v in env:
             return env[v]
-        if v in position:
-            _check_f32(v)
-            t = te.placeholder(_static_shape(v), "float32", name=f"arg{position[v]}")
-            env[v] = t
-            used.add(v)
-            return t
         raise LoweringError(f"%{v.name} is neither a body input nor computed in the body")
 
     ref: dict[Value, tuple[str, int]] = {v: ("in", i) for i, v in enumerate(body.inputs)}
@@ -372,6 +515,31 @@ def lower_grouped(
                 raise LoweringError(f"{node!r}: bias shape {b.shape}")
             res, wq, pad_names = grouped_conv(x, w, b, wl, p_align, lanes, col_phases)
             key.append(("GroupedConv", wl, p_align, lanes, col_phases))
+        elif op == "lepton.QConv":
+            if wl is not None:
+                raise LoweringError("a group with two Convs is not supported")
+            wl = grouped_qconv_workload(node)
+            x_v, xs_v, xz_v = node.inputs[:3]
+            if x_v is None or xs_v is None or xz_v is None:
+                raise LoweringError(f"{node!r}: QConv needs x, x_scale and x_zero_point")
+            x_dtype = check_scalars(x_v, xs_v, xz_v)
+            ws_v = node.inputs[W_SCALE_INPUT]
+            assert ws_v is not None  # checked by grouped_qconv_workload
+            ws_n = int(np.prod(_static_shape(ws_v)))
+            b_v = node.inputs[BIAS_INPUT] if wl.has_bias else None
+            b_dtype = F32 if float_bias(const_of(b_v), wl) else "int32"
+            quant = QuantOperands(
+                zero_point=declare(xz_v, x_dtype, (1,)),
+                x_scale=declare(xs_v, F32, (1,)),
+                w_scale=declare(ws_v, F32, (ws_n,)),
+                bias=declare(b_v, b_dtype) if b_v is not None else None,
+            )
+            x = declare(x_v, x_dtype)
+            w = declare(node.inputs[W_INPUT], F32)
+            res, wq, pad_names = grouped_conv(
+                x, w, None, wl, p_align, lanes, col_phases, quant=quant
+            )
+            key.append(("GroupedQConv", wl, x_dtype, ws_n, p_align, lanes, col_phases))
         elif wl is None:
             raise LoweringError(f"{node!r}: the group must start with its grouped Conv")
         elif (
@@ -392,7 +560,7 @@ def lower_grouped(
                     raise LoweringError(f"{node!r}: QuantizeLinear to {out.dtype}")
             else:
                 _check_f32(out)
-            a = tensor(node.inputs[0])
+            a = tensor(node.inputs[0], integer=op == "DequantizeLinear")
             res = _unary(a, fn1, name)
             consts = tuple(
                 None if (c := const_of(v)) is None else repr(np.asarray(c).tolist())
@@ -420,7 +588,9 @@ def lower_grouped(
         outputs.append(t)
     params_v = sorted(used, key=lambda v: position[v])
     params = [env[v] for v in params_v]
-    in_shapes = tuple((position[v], tuple(int(d) for d in env[v].shape)) for v in params_v)
+    in_shapes = tuple(
+        (position[v], tuple(int(d) for d in env[v].shape), str(env[v].dtype)) for v in params_v
+    )
     out_ids = tuple(names.index(t.op.name) for t in outputs)
     return LoweredGrouped(
         params=params,
@@ -441,10 +611,10 @@ def plan(fused: Node, target: Any) -> KernelPlan:
     Raises:
         LoweringError: the group holds something this family does not handle.
     """
-    conv = next((n for n in fused.attrs["body"] if n.op == "Conv"), None)
+    conv = next((n for n in fused.attrs["body"] if n.op in ("Conv", "lepton.QConv")), None)
     if conv is None:
         raise LoweringError("grouped conv group without a Conv")
-    wl = grouped_workload(conv)
+    wl = grouped_workload(conv) if conv.op == "Conv" else grouped_qconv_workload(conv)
     cfg: DepthwiseConfig = choose_config(wl, vector_lanes(target))
     lg = lower_grouped(fused, cfg.p_align, cfg.lanes, cfg.col_phases)
     return KernelPlan(
@@ -456,5 +626,6 @@ def plan(fused: Node, target: Any) -> KernelPlan:
         kernel_output_shapes=[tuple(int(d) for d in t.shape) for t in lg.outputs],
         config=cfg,
         family=NAME,
+        param_dtypes=[str(t.dtype) for t in lg.params],  # a QConv's int8 weights -> float32
         output_dtypes=[str(t.dtype) for t in lg.outputs],  # uint8/int8 after a QuantizeLinear
     )

@@ -13,7 +13,8 @@ division where a value lies within an ulp of a rounding tie.
 Kernel parameters (`KernelPlan.input_indices`): x, x_scale, x_zero_point, the weights packed
 (`x86_qconv.pack_weights`), the weights again as per-channel sums (`weight_sums`, for the
 zero-point compensation), w_scale, the bias if present, the epilogue's side tensors.
-Refused (`LoweringError`; the group runs its reference kernel): grouped/depthwise QConv,
+Grouped and depthwise QConvs (``group > 1``) go to the grouped-conv family
+(`kernels.depthwise`). Refused (`LoweringError`; the group runs its reference kernel):
 non-2-D kernels, dynamic shapes, a zero point or scale that is not a scalar, ops before the
 QConv or outside the epilogue table.
 """
@@ -61,6 +62,10 @@ def plan(fused: Node, target: Any) -> KernelPlan:
     """Lower a QConv group (see the module docstring)."""
     body: Graph = fused.attrs["body"]
     anchor = anchor_of(body, "lepton.QConv")
+    if int(anchor.attr("group", 1)) != 1:
+        from . import depthwise  # imports this module: loaded on first use
+
+        return depthwise.plan(fused, target)
     wl = qconv_workload(anchor)
     position = {b: i for i, b in enumerate(body.inputs)}
     x_v, xs_v, xz_v, w_v, ws_v = (body_input(anchor.inputs[i], position) for i in range(5))

@@ -420,10 +420,11 @@ def test_requantize_is_folded(epilogue: str, folded: bool) -> None:
     assert (qconv_family.folded_requantize(fused, anchor, epi).affine is not None) == folded
 
 
-def test_grouped_conv_is_refused() -> None:
+def test_grouped_conv_goes_to_the_depthwise_family() -> None:
+    """A grouped QConv is not a VNNI kernel: the depthwise family takes it
+    (`test_x86_qdepthwise.py` checks its numbers)."""
     g = qconv_graph(c=8, m=8, hw=(6, 6), k=(3, 3), pads=(1, 1, 1, 1), group=8, epilogue="relu")
-    with pytest.raises(LoweringError, match="grouped"):
-        plan_group(_fused(g), build_target())
+    assert plan_group(_fused(g), build_target()).family == "depthwise"
 
 
 def test_non_scalar_zero_point_is_refused() -> None:
