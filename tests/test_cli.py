@@ -106,7 +106,8 @@ def test_list_passes(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "constant_folding" in out and "Replace nodes whose inputs are all constants" in out
     assert "-O1: cleanup: qoperator_to_qdq -> dead_code_elimination ->" in out
-    assert "quantize: quantize_int8 -> lower_qdq" in out and "fuse_groups" in out
+    assert "quantize: quantize_int8 -> quantize_before_maxpool -> lower_qdq" in out
+    assert "fuse_groups" in out
 
 
 def test_passes_and_disable_pass(
