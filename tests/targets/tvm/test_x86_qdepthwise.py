@@ -19,7 +19,6 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 from lepton_compiler.interpreter import run_graph
 from lepton_compiler.ir import DType, Graph, Node, TensorType, Value
-from lepton_compiler.ops.infer import refresh_types
 from lepton_compiler.pass_manager import PassContext
 from lepton_compiler.passes.fusion import group as fusion
 from lepton_compiler.passes.fusion.group import GroupFusionPass
@@ -28,14 +27,9 @@ from lepton_compiler.targets.tvm.kernels import plan_group
 from lepton_compiler.targets.tvm.kernels.depthwise import EXACT_SUM_LIMIT
 from lepton_compiler.targets.tvm.te_ops import LoweringError
 
+from .test_x86_qconv import add
+
 TARGET = host_target(2)
-
-
-def add(g: Graph, op: str, inputs: list[Value | None], **attrs: Any) -> Value:
-    """Append a node and infer its output type."""
-    node = g.make_node(op, inputs, attrs)
-    refresh_types(node)
-    return node.outputs[0]
 
 
 def qgrouped_graph(
