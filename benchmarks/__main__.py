@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         "runtime pays for the previous one's spinning thread pool (default 1)",
     )
     p.add_argument(
+        "--settle-ms",
+        type=float,
+        default=50.0,
+        metavar="MS",
+        help="pause before each configuration's lead-in, until the previous one's threads "
+        "stop spinning (ONNX Runtime's spin about 30 ms after a run; default 50)",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=600.0,
@@ -173,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup if args.warmup is not None else (2 if args.quick else 5),
         rounds=args.rounds if args.rounds is not None else (5 if args.quick else 30),
         lead_in=max(0, args.lead_in),
+        settle_s=max(0.0, args.settle_ms) / 1e3,
         timeout_s=args.timeout or None,
         progress=not args.no_progress,
         cache_dir=args.cache_dir,

@@ -85,7 +85,8 @@ def markdown_report(doc: Mapping[str, Any], png_written: bool | None = None) -> 
     lines.append(
         f"- Runs: {settings.get('warmup')} warm-up (no new one after "
         f"{settings.get('warmup_max_s')} s), then {settings.get('rounds')} interleaved "
-        f"rounds (order rotated each round; each timed run preceded by "
+        f"rounds (order rotated each round; each timed run preceded by a "
+        f"{float(settings.get('settle_s', 0)) * 1e3:.0f} ms pause and "
         f"{settings.get('lead_in', 0)} untimed run(s) of the same configuration); limit "
         f"{settings.get('timeout_s')} s per configuration for compile + warm-up and again "
         "for its timed runs"

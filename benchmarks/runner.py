@@ -9,7 +9,9 @@ For each model the runner
    ONNX Runtime and OpenVINO int8 peers share is made once per model, before that);
 3. times the prepared configurations interleaved: for each round, one run of each
    configuration, the order rotated by one every round (A B C, B C A, C A B...), so slow
-   drifts of the machine (other load, thermal state) hit every configuration alike;
+   drifts of the machine (other load, thermal state) hit every configuration alike; before
+   each timed run a short pause (``settle_s``) and an untimed run (``lead_in``) of the same
+   configuration let the previous runtime's spinning threads stop;
 4. reports per configuration the median and p90 latency and the **median of paired ratios**
    ``t(config, round r) / t(baseline, round r)``. Ratios come only from runs interleaved in
    this one process, never from separate runs: absolute times drift by up to 25 % between
@@ -104,6 +106,11 @@ class BenchSettings:
             after a run) has gone quiet and this one's workers are awake. Without it the
             runtime timed after another one pays for it (measured here: ONNX Runtime's
             ResNet-50 doubled right after a TVM run).
+        settle_s: a pause before each configuration's lead-in, so the previous
+            configuration's spinning threads have stopped: ONNX Runtime's workers spin for
+            about 30 ms after a run, longer than one lead-in of a fast model (measured here:
+            its int8 ResNet-50 ran 22 ms right after its own fp32 session's run even after a
+            lead-in, 12.5 ms after a 10 ms pause and a lead-in, as alone).
         timeout_s: limit per configuration for compile + warm-up, and again for its timed runs
             (None: no limit).
         progress: show a progress bar on stderr.
@@ -122,6 +129,7 @@ class BenchSettings:
     warmup_max_s: float = 10.0
     rounds: int = 30
     lead_in: int = 1
+    settle_s: float = 0.05
     timeout_s: float | None = 600.0
     progress: bool = True
     cache_dir: str | os.PathLike[str] | None = None
@@ -419,6 +427,12 @@ def _prepare_lepton(config: BenchConfig, ctx: ModelContext) -> Prepared:
     return Prepared(run, compile_s, extra)
 
 
+def _settle(seconds: float) -> None:
+    """Pause before a configuration's lead-in (`BenchSettings.settle_s`)."""
+    if seconds > 0:
+        time.sleep(seconds)
+
+
 def _ort_session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -669,11 +683,12 @@ def run_matrix(
             "warmup_max_s": settings.warmup_max_s,
             "rounds": settings.rounds,
             "lead_in": settings.lead_in,
+            "settle_s": settings.settle_s,
             "timeout_s": settings.timeout_s,
             "baseline": BASELINE,
             "interleaving": "one timed run per config per round, order rotated by one each "
-            f"round, each timed run preceded by {settings.lead_in} untimed run(s) of the same "
-            "config",
+            f"round, each timed run preceded by a {settings.settle_s * 1e3:.0f} ms pause and "
+            f"{settings.lead_in} untimed run(s) of the same config",
             "ratio": "median over rounds of t(config) / t(baseline) in the same round",
             "memory": "peak_mib: max RSS sampled every 5 ms during compile + warm-up minus "
             "RSS before (after gc and malloc_trim); retained_mib: RSS after minus before",
@@ -783,6 +798,7 @@ def _run_model(
                 result.times_ms.extend([None] * (r - len(result.times_ms)))
                 if run is None:
                     continue
+                _settle(settings.settle_s)
                 for _ in range(settings.lead_in):
                     with contextlib.suppress(Exception):  # a failing run fails when timed
                         run()

@@ -42,6 +42,7 @@ def _settings(tmp_path: Path, **overrides: Any) -> BenchSettings:
         "progress": False,
         "cache_dir": tmp_path / "models",
         "peak_gflops": 100.0,  # measuring it is a benchmark of its own
+        "settle_s": 0.0,
     }
     values.update(overrides)
     return BenchSettings(**values)
@@ -307,3 +308,15 @@ def test_lead_in_runs_precede_every_timed_run(
     assert _results(doc)["mlp", "lepton-ref"]["status"] == "ok"
     assert len(calls) == 1 + 3 * (1 + 2)  # warm-up, then (2 lead-in + 1 timed) per round
     assert doc["settings"]["lead_in"] == 2
+
+
+def test_a_pause_precedes_every_lead_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``settle_s`` set, the runner sleeps that long before each configuration's lead-in
+    (another runtime's threads may still be spinning), once per configuration and round."""
+    pauses: list[float] = []
+    monkeypatch.setattr(runner, "_settle", pauses.append)
+    settings = _settings(tmp_path, warmup=1, rounds=3, settle_s=0.02)
+    doc = run_matrix(["mlp"], ["lepton-ref"], settings)
+    assert _results(doc)["mlp", "lepton-ref"]["status"] == "ok"
+    assert pauses.count(0.02) == 3 * 2  # lepton-ref and the baseline, three rounds
+    assert doc["settings"]["settle_s"] == 0.02
