@@ -179,7 +179,9 @@ def _lower(node: Node) -> bool:
     return True
 
 
-def _same(a: Value | None, b: Value | None) -> bool:
+def same_constant(a: Value | None, b: Value | None) -> bool:
+    """Both absent, the same value, or constants of equal dtype and contents (a scale or zero
+    point two quantization nodes must share)."""
     if a is b:
         return True
     ca, cb = _const(a), _const(b)
@@ -195,7 +197,7 @@ def _round_trip(node: Node) -> bool:
         return False
     zq = node.inputs[2] if len(node.inputs) > 2 else None
     zd = dq.inputs[2] if len(dq.inputs) > 2 else None
-    if not _same(node.inputs[1], dq.inputs[1]) or not _same(zq, zd):
+    if not same_constant(node.inputs[1], dq.inputs[1]) or not same_constant(zq, zd):
         return False
     src = dq.inputs[0]
     if src is None or node.attrs.get("saturate", 1) != 1:

@@ -25,6 +25,8 @@ from lepton_compiler.ir import Node, Value
 from lepton_compiler.ops.infer import refresh_types
 from lepton_compiler.pass_manager import NodePass, PassContext, register_pass
 
+from .lower import same_constant
+
 _EIGHT_BIT = ("uint8", "int8")
 #: ONNX TensorProto element types of QuantizeLinear's ``output_dtype`` attribute.
 _ONNX_DTYPES = {2: "uint8", 3: "int8"}
@@ -64,21 +66,11 @@ def _per_tensor(q: Node) -> bool:
     return _output_dtype(q) in _EIGHT_BIT
 
 
-def _same_const(a: Value | None, b: Value | None) -> bool:
-    """Both absent, the same value, or equal constants of the same dtype."""
-    if a is b:
-        return True
-    if a is None or b is None or a.const is None or b.const is None:
-        return False
-    ca, cb = np.asarray(a.const), np.asarray(b.const)
-    return ca.dtype == cb.dtype and ca.size == cb.size == 1 and ca.reshape(()) == cb.reshape(())
-
-
 def _same_quantization(a: Node, b: Node) -> bool:
     """Whether two QuantizeLinear nodes compute the same function of their input."""
     return (
-        _same_const(a.inputs[1], b.inputs[1])
-        and _same_const(_zero_point(a), _zero_point(b))
+        same_constant(a.inputs[1], b.inputs[1])
+        and same_constant(_zero_point(a), _zero_point(b))
         and dict(a.attrs) == dict(b.attrs)
         and _output_dtype(a) == _output_dtype(b)
     )
